@@ -1,0 +1,3 @@
+//! The Elves agent.
+
+pub mod exec;
