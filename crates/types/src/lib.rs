@@ -12,6 +12,7 @@ mod clock;
 mod envelope;
 mod error;
 mod id;
+pub mod validate;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use envelope::Envelope;
