@@ -1,0 +1,446 @@
+//! The check order of api-v2 §3 and the rt/exec rules of §6, one case per rule.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use elves_bus::Bus;
+use elves_rpc::scheduler::{RtResult, SyncJob};
+use elves_sign::{Policy, SignType, signed_query};
+use elves_types::{Id, ManualClock};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+use super::*;
+
+const NOW: i64 = 1_700_000_000;
+const ID: &str = "ABCDEF0123456789";
+const KEY: &str = "s3cret-key";
+
+fn app(modules: Modules) -> Router {
+    let bus = Bus::memory();
+    bus.for_module("scheduler").serve(|m: SyncJob| async move {
+        if m.job.ip == "10.9.9.9" {
+            return Err(ErrorCode::SendJobFail.into());
+        }
+        Ok(RtResult {
+            id: Id::parse("00000000000000AA").unwrap(),
+            worker_flag: 1,
+            worker_message: format!(
+                "{}|{}|{}|{}|{}",
+                m.job.app, m.job.func, m.job.param, m.job.timeout, m.job.proxy
+            ),
+            worker_costtime: 3,
+        })
+    });
+    let opts = Options {
+        auth_id: ID.into(),
+        auth_key: KEY.into(),
+        policy: Policy::default(),
+        modules,
+    };
+    router(opts, &bus, Arc::new(ManualClock::new(NOW * 1000)))
+}
+
+async fn send(
+    router: &Router,
+    method: &str,
+    uri: &str,
+    body: Option<String>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if body.is_some() {
+        req = req.header("content-type", "application/x-www-form-urlencoded");
+    }
+    let req = req
+        .body(body.map(Body::from).unwrap_or_else(Body::empty))
+        .unwrap();
+    let resp = router.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/json; charset=utf-8"
+    );
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+fn signed(path: &str, params: &[(&str, &str)]) -> String {
+    format!(
+        "{path}?{}",
+        signed_query(path, params, ID, KEY, SignType::Md5, NOW, None)
+    )
+}
+
+fn error_of(v: &Value) -> &str {
+    v["error"].as_str().unwrap()
+}
+
+const RT: &str = "/api/v2/rt/exec";
+const GOOD: &[(&str, &str)] = &[
+    ("ip", "10.0.0.5"),
+    ("app", "apptest"),
+    ("func", "echo"),
+    ("param", "{\"my\":\"中文\\n\"}"),
+];
+
+/// Replaces one raw query parameter `name=...` by `name=value` (or drops it).
+fn with(uri: &str, name: &str, value: Option<&str>) -> String {
+    let (path, q) = uri.split_once('?').unwrap();
+    let mut parts: Vec<String> = q
+        .split('&')
+        .filter(|p| !p.starts_with(&format!("{name}=")))
+        .map(String::from)
+        .collect();
+    if let Some(v) = value {
+        parts.push(format!("{name}={v}"));
+    }
+    format!("{path}?{}", parts.join("&"))
+}
+
+#[tokio::test]
+async fn check_order_rules() {
+    let r = app(Modules::default());
+    let ok = signed(RT, GOOD);
+    let stale = format!(
+        "{RT}?{}",
+        signed_query(RT, GOOD, ID, KEY, SignType::Md5, NOW - 180, None)
+    );
+    let future = format!(
+        "{RT}?{}",
+        signed_query(RT, GOOD, ID, KEY, SignType::Md5, NOW + 180, None)
+    );
+    let edge = format!(
+        "{RT}?{}",
+        signed_query(RT, GOOD, ID, KEY, SignType::Md5, NOW - 179, None)
+    );
+    let other_id = format!(
+        "{RT}?{}",
+        signed_query(RT, GOOD, "FFFFFFFFFFFFFFFF", KEY, SignType::Md5, NOW, None)
+    );
+    let wrong_key = format!(
+        "{RT}?{}",
+        signed_query(RT, GOOD, ID, "other", SignType::Md5, NOW, None)
+    );
+    let hmac = format!(
+        "{RT}?{}",
+        signed_query(RT, GOOD, ID, KEY, SignType::HmacSha256, NOW, None)
+    );
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("a good MD5 request passes", ok.clone(), ""),
+        ("HMAC-SHA256 passes", hmac, ""),
+        (
+            "step 1: auth_id missing",
+            with(&ok, "auth_id", None),
+            "[401.1]",
+        ),
+        (
+            "step 1: sign blank",
+            with(&ok, "sign", Some("+")),
+            "[401.1]",
+        ),
+        (
+            "step 1: timestamp missing",
+            with(&ok, "timestamp", None),
+            "[401.1]",
+        ),
+        (
+            "step 1: sign_type missing",
+            with(&ok, "sign_type", None),
+            "[401.1]",
+        ),
+        (
+            "step 2: unknown sign_type",
+            with(&ok, "sign_type", Some("SHA1")),
+            "[401.3]",
+        ),
+        (
+            "step 3: short sign",
+            with(&ok, "sign", Some("ABC")),
+            "[401.4]",
+        ),
+        (
+            "step 3: non-hex sign",
+            with(&ok, "sign", Some(&"Z".repeat(32))),
+            "[401.4]",
+        ),
+        (
+            "step 4: timestamp not digits",
+            with(&ok, "timestamp", Some("17e8")),
+            "[401.8]",
+        ),
+        (
+            "step 4: timestamp over 64 bits",
+            with(&ok, "timestamp", Some("99999999999999999999")),
+            "[401.8]",
+        ),
+        ("step 5: 180 s old", stale, "[401.7]"),
+        ("step 5: 180 s ahead", future, "[401.7]"),
+        ("step 5: 179 s old passes", edge, ""),
+        ("step 6: another auth_id", other_id, "[401.2]"),
+        ("step 7: wrong key", wrong_key, "[401.5]"),
+        (
+            "step 7: tampered parameter",
+            with(&ok, "func", Some("helloword")),
+            "[401.5]",
+        ),
+        (
+            "step 7: repeated parameter",
+            format!("{ok}&app=apptest"),
+            "[401.5]",
+        ),
+        (
+            "earlier step wins: bad sign_type and bad timestamp",
+            with(&with(&ok, "sign_type", Some("x")), "timestamp", Some("x")),
+            "[401.3]",
+        ),
+        (
+            "earlier step wins: missing sign and bad sign_type",
+            with(&with(&ok, "sign", None), "sign_type", Some("x")),
+            "[401.1]",
+        ),
+    ];
+    for (name, uri, want) in cases {
+        let (status, v) = send(&r, "GET", &uri, None).await;
+        assert_eq!(status, StatusCode::OK, "{name}");
+        let err = error_of(&v);
+        if want.is_empty() {
+            assert_eq!((v["flag"].as_str(), err), (Some("true"), ""), "{name}: {v}");
+        } else {
+            assert!(err.starts_with(want), "{name}: want {want}, got {v}");
+            assert_eq!(v["flag"], "false", "{name}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn rt_exec_validation_order() {
+    let r = app(Modules::default());
+    let base = [
+        ("ip", "10.0.0.5"),
+        ("app", "apptest"),
+        ("func", "echo"),
+        ("param", "{}"),
+        ("timeout", "5"),
+    ];
+    let set = |name: &str, value: Option<&str>| -> Vec<(String, String)> {
+        let mut p: Vec<(String, String)> = base
+            .iter()
+            .filter(|(k, _)| *k != name)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if let Some(v) = value {
+            p.push((name.into(), v.into()));
+        }
+        p
+    };
+    let cases: Vec<(&str, Vec<(String, String)>, &str)> = vec![
+        ("app blank → 403.3", set("app", Some(" ")), "[403.3]"),
+        ("app missing → 403.3", set("app", None), "[403.3]"),
+        ("func blank → 403.7", set("func", Some("")), "[403.7]"),
+        ("ip missing → 403.1", set("ip", None), "[403.1]"),
+        (
+            "ip not IPv4 → 403.1",
+            set("ip", Some("10.0.0.256")),
+            "[403.1]",
+        ),
+        (
+            "param not JSON → 403.2",
+            set("param", Some("{x")),
+            "[403.2]",
+        ),
+        (
+            "timeout not digits → 403.8",
+            set("timeout", Some("-1")),
+            "[403.8]",
+        ),
+        (
+            "timeout over a day → 403.8",
+            set("timeout", Some("86401")),
+            "[403.8]",
+        ),
+        ("blank timeout means 90", set("timeout", Some(" ")), ""),
+        ("blank param is allowed", set("param", Some("")), ""),
+        (
+            "app checked before func",
+            {
+                let mut p = set("app", None);
+                p.retain(|(k, _)| k != "func");
+                p
+            },
+            "[403.3]",
+        ),
+        (
+            "func checked before ip",
+            {
+                let mut p = set("func", None);
+                p.retain(|(k, _)| k != "ip");
+                p
+            },
+            "[403.7]",
+        ),
+        (
+            "ip checked before param",
+            {
+                let mut p = set("ip", Some("x"));
+                p.retain(|(k, _)| k != "param");
+                p.push(("param".into(), "{".into()));
+                p
+            },
+            "[403.1]",
+        ),
+        (
+            "param checked before timeout",
+            {
+                let mut p = set("param", Some("{"));
+                p.retain(|(k, _)| k != "timeout");
+                p.push(("timeout".into(), "x".into()));
+                p
+            },
+            "[403.2]",
+        ),
+        (
+            "unreachable agent → 410.1",
+            set("ip", Some("10.9.9.9")),
+            "[410.1]",
+        ),
+    ];
+    for (name, params, want) in cases {
+        let pairs: Vec<(&str, &str)> = params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let (_, v) = send(&r, "GET", &signed(RT, &pairs), None).await;
+        if want.is_empty() {
+            assert_eq!(v["flag"], "true", "{name}: {v}");
+        } else {
+            assert!(
+                error_of(&v).starts_with(want),
+                "{name}: want {want}, got {v}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn signature_failures_come_before_parameter_checks() {
+    let r = app(Modules::default());
+    let uri = with(
+        &signed(RT, &[("ip", "bad"), ("app", ""), ("func", "")]),
+        "sign",
+        Some(&"0".repeat(32)),
+    );
+    let (_, v) = send(&r, "GET", &uri, None).await;
+    assert_eq!(error_of(&v), "[401.5]Unauthorized Sign Error");
+}
+
+#[tokio::test]
+async fn post_form_and_query_merge_and_answer_the_same() {
+    let r = app(Modules::default());
+    let q = signed_query(RT, GOOD, ID, KEY, SignType::Md5, NOW, None);
+    let (_, via_post) = send(&r, "POST", RT, Some(q.clone())).await;
+    let (_, via_get) = send(&r, "GET", &format!("{RT}?{q}"), None).await;
+    assert_eq!(via_post, via_get);
+    assert_eq!(via_post["flag"], "true");
+    assert_eq!(
+        via_post["result"]["worker_message"],
+        "apptest|echo|{\"my\":\"中文\\n\"}|90|"
+    );
+    assert_eq!(via_post["result"]["worker_flag"], 1);
+    assert_eq!(via_post["result"]["worker_costtime"], 3);
+    // Split between the query and the body.
+    let (first, rest) = q.split_once('&').unwrap();
+    let (_, split) = send(&r, "POST", &format!("{RT}?{first}"), Some(rest.to_owned())).await;
+    assert_eq!(split["flag"], "true", "{split}");
+}
+
+#[tokio::test]
+async fn module_switches_answer_after_the_signature() {
+    let r = app(Modules::default());
+    let cases = [
+        (
+            "/api/v2/queue/create",
+            "[402.3]Require Module (queue) Not Enabled",
+        ),
+        (
+            "/api/v2/queue/qksqueue",
+            "[402.3]Require Module (queue) Not Enabled",
+        ),
+        (
+            "/api/v2/cron/add",
+            "[402.2]Require Module (cron) Not Enabled",
+        ),
+        (
+            "/api/v2/cron/detail",
+            "[402.2]Require Module (cron) Not Enabled",
+        ),
+        (
+            "/api/v2/info/app",
+            "[402.1]Require Module (supervisor) Not Enabled",
+        ),
+        (
+            "/api/v2/info/agents/detail",
+            "[402.1]Require Module (supervisor) Not Enabled",
+        ),
+    ];
+    for (path, want) in cases {
+        let (_, v) = send(&r, "GET", &signed(path, &[("app", "apptest")]), None).await;
+        assert_eq!(error_of(&v), want, "{path}");
+        let unsigned = format!("{path}?app=apptest");
+        let (_, v) = send(&r, "GET", &unsigned, None).await;
+        assert!(error_of(&v).starts_with("[401.1]"), "{path} unsigned: {v}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_paths_are_404_envelopes() {
+    let r = app(Modules::default());
+    for path in [
+        "/api/v2/rt/nope",
+        "/api/v2/",
+        "/api/v9/rt/exec",
+        "/api/x",
+        "/api/v2/rt/exec.json",
+    ] {
+        let (status, v) = send(&r, "GET", path, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(v["flag"], "false", "{path}");
+    }
+}
+
+#[tokio::test]
+async fn nonce_is_single_use() {
+    let r = app(Modules::default());
+    let uri = format!(
+        "{RT}?{}",
+        signed_query(RT, GOOD, ID, KEY, SignType::Md5, NOW, Some("n-1"))
+    );
+    let (_, first) = send(&r, "GET", &uri, None).await;
+    assert_eq!(first["flag"], "true");
+    let (_, again) = send(&r, "GET", &uri, None).await;
+    assert_eq!(error_of(&again), "[401.9]Unauthorized Nonce Reused");
+}
+
+#[tokio::test]
+async fn scheduler_missing_is_a_short_500() {
+    let bus = Bus::memory();
+    let opts = Options {
+        auth_id: ID.into(),
+        auth_key: KEY.into(),
+        policy: Policy::default(),
+        modules: Modules::default(),
+    };
+    let r = router(opts, &bus, Arc::new(ManualClock::new(NOW * 1000)));
+    let (_, v) = tokio::time::timeout(
+        Duration::from_secs(5),
+        send(&r, "GET", &signed(RT, GOOD), None),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        error_of(&v),
+        "[500]Internal ServerError ,the scheduler did not answer"
+    );
+}
