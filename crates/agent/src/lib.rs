@@ -1,3 +1,61 @@
 //! The Elves agent.
+//!
+//! It dials the center and keeps one gRPC stream open ([`link`]), runs app workers as child
+//! processes ([`exec`]) and answers with their results. It opens no listening port for
+//! instructions. The `elves-agent` binary is this crate alone: it links no SQL driver,
+//! broker client or template engine.
 
 pub mod exec;
+pub mod link;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use elves_config::AgentConfig;
+use tokio_util::sync::CancellationToken;
+
+/// Runs the agent until `cancel` fires.
+pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create data_dir {}: {e}", cfg.data_dir.display()))?;
+    let exec = exec::Executor::new(exec::ExecConfig {
+        apps_dir: cfg.apps_dir.clone(),
+        allowed_interpreters: cfg.allowed_interpreters.clone(),
+        output_cap: cfg.limits.output_cap,
+        python: cfg.python.clone(),
+    });
+    let installed: BTreeMap<String, String> = cfg.apps.clone();
+    let agent = Arc::new(link::Agent::new(cfg, exec, installed));
+    agent.run(cancel).await;
+    Ok(())
+}
+
+/// The whole `agent` role: load the configuration, run until SIGINT or SIGTERM.
+pub fn main_with(config: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let cfg = AgentConfig::load(config)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let cancel = CancellationToken::new();
+        let c = cancel.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            c.cancel();
+        });
+        run(cfg, cancel).await
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
