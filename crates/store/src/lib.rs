@@ -5,10 +5,10 @@
 //!
 //! # What the store holds
 //!
-//! * Agent credentials: the SHA-256 of the secret an agent at a given IP
+//! * Agent credentials ([`Credential`]): the SHA-256 of the secret an agent at a given IP
 //!   address enrolled with. An address is pinned to one credential until an operator releases
 //!   it; the plain secret is never stored.
-//! * The agent registry: each agent's asset name, version, installed apps,
+//! * The agent registry ([`AgentRecord`]): each agent's asset name, version, installed apps,
 //!   the gateway instance that holds its stream and when it was first and last heard from.
 //!
 //! # Rules
@@ -31,11 +31,14 @@
 //!   build knows is refused rather than misread.
 //! * Errors are one line, say what failed, and never contain secrets or connection strings.
 
+mod agents;
 mod dialect;
 mod migrate;
 mod sqlite;
 
 use sqlx::SqlitePool;
+
+pub use agents::{AgentRecord, Credential};
 
 /// Why a store operation failed. Messages are one line and never contain secrets.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +52,11 @@ pub enum Error {
 }
 
 impl Error {
+    /// Wraps a driver error, naming the operation that failed.
+    pub(crate) fn db(what: &str, e: sqlx::Error) -> Error {
+        Error::Db(one_line(&format!("{what}: {e}")))
+    }
+
     /// Wraps a driver error met while opening the store.
     pub(crate) fn open(what: &str, e: impl std::fmt::Display) -> Error {
         Error::Open(one_line(&format!("{what}: {e}")))

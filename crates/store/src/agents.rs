@@ -1,0 +1,172 @@
+//! Agent credentials and the agent registry.
+
+use std::collections::BTreeMap;
+
+use crate::{Error, Store};
+
+/// The credential an agent address is pinned to. Only the secret's hash is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credential {
+    pub ip: String,
+    /// SHA-256 of the agent's secret, as the enrolling code wrote it (lower-case hex).
+    pub secret_sha256: String,
+    pub asset: String,
+    pub enrolled_at_ms: i64,
+}
+
+/// What the center knows about one agent.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AgentRecord {
+    pub ip: String,
+    pub asset: String,
+    /// The agent's own version.
+    pub version: String,
+    /// Installed apps: app name → version.
+    pub apps: BTreeMap<String, String>,
+    /// The gateway instance holding the agent's stream, or `""` when none does.
+    pub connected_to: String,
+    pub last_heartbeat_ms: i64,
+    /// When the agent was first recorded; later records never change it.
+    pub first_seen_ms: i64,
+}
+
+/// A row of `agents`, in the column order of the SELECTs below.
+type AgentRow = (String, String, String, String, String, i64, i64);
+
+fn agent_from_row(row: AgentRow) -> Result<AgentRecord, Error> {
+    let (ip, asset, version, apps, connected_to, last_heartbeat_ms, first_seen_ms) = row;
+    let apps = serde_json::from_str(&apps).map_err(|e| {
+        Error::Db(format!(
+            "agent {ip}: the apps column is not a JSON object of strings: {e}"
+        ))
+    })?;
+    Ok(AgentRecord {
+        ip,
+        asset,
+        version,
+        apps,
+        connected_to,
+        last_heartbeat_ms,
+        first_seen_ms,
+    })
+}
+
+impl Store {
+    /// The credential `ip` is pinned to, if any.
+    pub async fn credential(&self, ip: &str) -> Result<Option<Credential>, Error> {
+        let row: Option<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT ip, secret_sha256, asset, enrolled_at_ms FROM agent_credentials WHERE ip = ?",
+        )
+        .bind(ip)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| Error::db("cannot read a credential", e))?;
+        Ok(
+            row.map(|(ip, secret_sha256, asset, enrolled_at_ms)| Credential {
+                ip,
+                secret_sha256,
+                asset,
+                enrolled_at_ms,
+            }),
+        )
+    }
+
+    /// Pins `ip` to a credential. Returns false (and changes nothing) when the ip is already
+    /// pinned. Atomic: of two concurrent pins of one ip, exactly one returns true.
+    pub async fn pin_credential(&self, c: &Credential) -> Result<bool, Error> {
+        // One statement: the primary key decides the race, no read-then-write needed.
+        let done = sqlx::query(
+            "INSERT INTO agent_credentials (ip, secret_sha256, asset, enrolled_at_ms)
+             VALUES (?, ?, ?, ?)
+             ON CONFLICT (ip) DO NOTHING",
+        )
+        .bind(&c.ip)
+        .bind(&c.secret_sha256)
+        .bind(&c.asset)
+        .bind(c.enrolled_at_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| Error::db("cannot pin a credential", e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Forgets the pin of `ip` (an operator's release). Returns whether one existed.
+    pub async fn release_credential(&self, ip: &str) -> Result<bool, Error> {
+        let done = sqlx::query("DELETE FROM agent_credentials WHERE ip = ?")
+            .bind(ip)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| Error::db("cannot release a credential", e))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Inserts or updates the agent's record. `first_seen_ms` is kept from the first insert;
+    /// every other field takes the new value.
+    pub async fn record_agent(&self, r: &AgentRecord) -> Result<(), Error> {
+        let apps = serde_json::to_string(&r.apps)
+            .map_err(|e| Error::Db(format!("agent {}: cannot encode apps: {e}", r.ip)))?;
+        sqlx::query(
+            "INSERT INTO agents
+                 (ip, asset, version, apps, connected_to, last_heartbeat_ms, first_seen_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (ip) DO UPDATE SET
+                 asset = excluded.asset,
+                 version = excluded.version,
+                 apps = excluded.apps,
+                 connected_to = excluded.connected_to,
+                 last_heartbeat_ms = excluded.last_heartbeat_ms",
+        )
+        .bind(&r.ip)
+        .bind(&r.asset)
+        .bind(&r.version)
+        .bind(apps)
+        .bind(&r.connected_to)
+        .bind(r.last_heartbeat_ms)
+        .bind(r.first_seen_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| Error::db("cannot record an agent", e))?;
+        Ok(())
+    }
+
+    /// Sets `connected_to` (for example `""` on disconnect) without touching the rest of the
+    /// record. Does nothing when the agent has no record.
+    pub async fn set_agent_connection(&self, ip: &str, connected_to: &str) -> Result<(), Error> {
+        let done = sqlx::query("UPDATE agents SET connected_to = ? WHERE ip = ?")
+            .bind(connected_to)
+            .bind(ip)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| Error::db("cannot set an agent's connection", e))?;
+        if done.rows_affected() == 0 {
+            tracing::debug!(ip, "no agent record to set the connection of");
+        }
+        Ok(())
+    }
+
+    /// The record of the agent at `ip`, if any.
+    pub async fn agent(&self, ip: &str) -> Result<Option<AgentRecord>, Error> {
+        let row: Option<AgentRow> = sqlx::query_as(
+            "SELECT ip, asset, version, apps, connected_to, last_heartbeat_ms, first_seen_ms
+             FROM agents WHERE ip = ?",
+        )
+        .bind(ip)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| Error::db("cannot read an agent", e))?;
+        row.map(agent_from_row).transpose()
+    }
+
+    /// Every agent record, ordered by ip as text (byte order, so `10.0.0.10` sorts before
+    /// `10.0.0.2`, as it does for Rust strings).
+    pub async fn agents(&self) -> Result<Vec<AgentRecord>, Error> {
+        let rows: Vec<AgentRow> = sqlx::query_as(
+            "SELECT ip, asset, version, apps, connected_to, last_heartbeat_ms, first_seen_ms
+             FROM agents ORDER BY ip",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| Error::db("cannot list agents", e))?;
+        rows.into_iter().map(agent_from_row).collect()
+    }
+}
