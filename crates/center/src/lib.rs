@@ -1,1 +1,135 @@
-//! TODO
+//! The center: which modules run is configuration.
+//!
+//! [`Center::start`] opens the store, creates the bus, starts every module this process is
+//! configured to run, binds the HTTP listener (v2 API, `/healthz`) and the agents' listener,
+//! and returns once both accept connections. [`Center::wait`] runs until cancelled.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use elves_bus::Bus;
+use elves_config::CenterConfig;
+use elves_sign::{Policy, SignType};
+use elves_store::Store;
+use elves_types::SystemClock;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// A running center.
+pub struct Center {
+    /// Where the HTTP API listens.
+    pub api_addr: SocketAddr,
+    /// Where agents connect.
+    pub agents_addr: SocketAddr,
+    tasks: JoinSet<anyhow::Result<()>>,
+    cancel: CancellationToken,
+}
+
+fn policy(cfg: &CenterConfig) -> Policy {
+    Policy {
+        window_secs: cfg.auth.window_secs,
+        enabled: cfg
+            .auth
+            .sign_types
+            .iter()
+            .filter_map(|t| SignType::parse(t))
+            .collect(),
+    }
+}
+
+impl Center {
+    /// Starts every configured module. `cancel` stops them all.
+    pub async fn start(cfg: CenterConfig, cancel: CancellationToken) -> anyhow::Result<Center> {
+        let store = Store::open(&cfg.store.url)
+            .await
+            .context("opening the store")?;
+        let bus = Bus::memory();
+        let mut tasks = JoinSet::new();
+
+        for (module, on) in [
+            ("queue", cfg.modules.queue),
+            ("cron", cfg.modules.cron),
+            ("heartbeat", cfg.modules.heartbeat),
+            ("supervisor", cfg.modules.supervisor),
+        ] {
+            if on {
+                tracing::debug!(
+                    module,
+                    "module not available in this build; its routes answer 402"
+                );
+            }
+        }
+
+        if cfg.modules.scheduler {
+            elves_scheduler::Service::start(elves_scheduler::Options::default(), &bus);
+        }
+
+        let agents_listen: SocketAddr = cfg.agents.listen.parse().context("agents.listen")?;
+        let gateway = elves_gateway::Service::bind(
+            elves_gateway::Options {
+                listen: agents_listen,
+                token: cfg.agents.token.clone(),
+                instance: format!("center@{}", cfg.agents.listen),
+                heartbeat_secs: cfg.agents.heartbeat_secs as u32,
+            },
+            store.clone(),
+            &bus,
+        )
+        .await
+        .with_context(|| format!("binding agents.listen {}", cfg.agents.listen))?;
+        let agents_addr = gateway.local_addr()?;
+        let c = cancel.clone();
+        tasks.spawn(async move { gateway.run(c).await.context("gateway") });
+
+        let mut app = Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
+        if cfg.modules.openapi {
+            let opts = elves_openapi::Options {
+                auth_id: cfg.auth.id.clone(),
+                auth_key: cfg.auth.key.clone(),
+                policy: policy(&cfg),
+                modules: elves_openapi::Modules {
+                    queue: false,
+                    cron: false,
+                    supervisor: false,
+                },
+            };
+            app = app.merge(elves_openapi::router(opts, &bus, Arc::new(SystemClock)));
+        }
+        let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
+            .await
+            .with_context(|| format!("binding server.listen {}", cfg.server.listen))?;
+        let api_addr = listener.local_addr()?;
+        let c = cancel.clone();
+        tasks.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(c.cancelled_owned())
+                .await
+                .context("http server")
+        });
+        tracing::info!(api = %api_addr, agents = %agents_addr, "center started");
+        Ok(Center {
+            api_addr,
+            agents_addr,
+            tasks,
+            cancel,
+        })
+    }
+
+    /// Runs until cancelled or until a part of the center fails.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        let mut result = Ok(());
+        while let Some(done) = self.tasks.join_next().await {
+            let r = done.map_err(anyhow::Error::from).and_then(|r| r);
+            if let Err(e) = r {
+                if result.is_ok() {
+                    result = Err(e);
+                }
+                self.cancel.cancel();
+            }
+        }
+        tracing::info!("center stopped");
+        result
+    }
+}

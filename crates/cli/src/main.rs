@@ -1,1 +1,90 @@
-fn main() {}
+//! `elves`: every role in one binary (operations.md).
+
+mod client;
+mod up;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "elves",
+    version,
+    about = "Elves: run app functions on your fleet"
+)]
+struct Cli {
+    /// Log format of long-running roles.
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Quick start: center, local agent (127.0.0.1) and the demo app, no external services.
+    Up(up::UpArgs),
+    /// A center process running the modules its configuration enables.
+    Center {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// An agent.
+    Agent {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Real-time tasks.
+    Rt {
+        #[command(subcommand)]
+        cmd: client::RtCmd,
+    },
+    /// Prints the signed query string for a request to PATH with k=v parameters.
+    Sign(client::SignArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.log_format == "json";
+    let result = match cli.cmd {
+        Cmd::Up(args) => {
+            elves_config::init_logging(json);
+            up::run(args)
+        }
+        Cmd::Center { config } => {
+            elves_config::init_logging(json);
+            run_center(&config)
+        }
+        Cmd::Agent { config } => {
+            elves_config::init_logging(json);
+            elves_agent::main_with(Some(&config))
+        }
+        Cmd::Rt { cmd } => return client::rt(cmd),
+        Cmd::Sign(args) => client::sign(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("elves: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_center(config: &std::path::Path) -> anyhow::Result<()> {
+    let cfg = elves_config::CenterConfig::load(Some(config))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let center = elves_center::Center::start(cfg, cancel.clone()).await?;
+        tokio::spawn(async move {
+            elves_agent::shutdown_signal().await;
+            cancel.cancel();
+        });
+        center.wait().await
+    })
+}

@@ -448,7 +448,23 @@ impl AgentConfig {
     }
 }
 
+/// Structured logs to stderr: `ELVES_LOG` sets the filter (default `info`); `json` selects
+/// one JSON object per line instead of text.
+pub fn init_logging(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("ELVES_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
 #[cfg(test)]
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 
@@ -586,19 +602,4 @@ mod tests {
             "config: /nonexistent/elves.toml does not exist or is not a file"
         );
     }
-}
-
-/// Structured logs to stderr: `ELVES_LOG` sets the filter (default `info`); `json` selects
-/// one JSON object per line instead of text.
-pub fn init_logging(json: bool) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("ELVES_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
 }

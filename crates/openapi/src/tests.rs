@@ -236,7 +236,8 @@ async fn rt_exec_validation_order() {
         }
         p
     };
-    let cases: Vec<(&str, Vec<(String, String)>, &str)> = vec![
+    type Case<'a> = (&'a str, Vec<(String, String)>, &'a str);
+    let cases: Vec<Case> = vec![
         ("app blank → 403.3", set("app", Some(" ")), "[403.3]"),
         ("app missing → 403.3", set("app", None), "[403.3]"),
         ("func blank → 403.7", set("func", Some("")), "[403.7]"),

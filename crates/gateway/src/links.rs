@@ -1,0 +1,97 @@
+//! The table of live agent links and of synchronous jobs waiting for their results.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use elves_proto::CenterMessage;
+use elves_rpc::gateway::WorkerOutcome;
+use elves_types::Id;
+use tokio::sync::{mpsc, oneshot};
+
+/// One live link.
+#[derive(Clone)]
+pub struct Link {
+    pub conn: u64,
+    pub tx: mpsc::Sender<CenterMessage>,
+}
+
+struct Waiter {
+    ip: String,
+    conn: u64,
+    tx: oneshot::Sender<WorkerOutcome>,
+}
+
+#[derive(Default)]
+pub struct Links {
+    next_conn: AtomicU64,
+    links: Mutex<HashMap<String, Link>>,
+    waiters: Mutex<HashMap<Id, Waiter>>,
+}
+
+impl Links {
+    /// Registers a new link for `ip`, replacing (and so closing) an older one.
+    pub fn attach(&self, ip: &str, tx: mpsc::Sender<CenterMessage>) -> (u64, bool) {
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
+        let old = self
+            .links
+            .lock()
+            .expect("links poisoned")
+            .insert(ip.to_owned(), Link { conn, tx });
+        (conn, old.is_some())
+    }
+
+    /// Removes the link if it is still `conn`, and fails the jobs waiting on it.
+    pub fn detach(&self, ip: &str, conn: u64) -> bool {
+        let mut links = self.links.lock().expect("links poisoned");
+        let current = links.get(ip).is_some_and(|l| l.conn == conn);
+        if current {
+            links.remove(ip);
+        }
+        drop(links);
+        // Dropping the senders wakes the waiters with an error.
+        self.waiters
+            .lock()
+            .expect("waiters poisoned")
+            .retain(|_, w| w.conn != conn);
+        current
+    }
+
+    pub fn get(&self, ip: &str) -> Option<Link> {
+        self.links.lock().expect("links poisoned").get(ip).cloned()
+    }
+
+    /// Registers a synchronous job; the receiver yields its outcome.
+    pub fn wait_for(&self, run_id: Id, ip: &str, conn: u64) -> oneshot::Receiver<WorkerOutcome> {
+        let (tx, rx) = oneshot::channel();
+        self.waiters.lock().expect("waiters poisoned").insert(
+            run_id,
+            Waiter {
+                ip: ip.to_owned(),
+                conn,
+                tx,
+            },
+        );
+        rx
+    }
+
+    pub fn forget(&self, run_id: &Id) {
+        self.waiters
+            .lock()
+            .expect("waiters poisoned")
+            .remove(run_id);
+    }
+
+    /// Hands a result to its waiter. A result from another agent than the one the job was
+    /// sent to is ignored. Returns whether a waiter took it.
+    pub fn complete(&self, run_id: &Id, from_ip: &str, outcome: WorkerOutcome) -> bool {
+        let mut waiters = self.waiters.lock().expect("waiters poisoned");
+        match waiters.get(run_id) {
+            Some(w) if w.ip == from_ip => {
+                let w = waiters.remove(run_id).expect("present");
+                w.tx.send(outcome).is_ok()
+            }
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,355 @@
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use elves_bus::Bus;
+use elves_proto::agent_link_server::{AgentLink, AgentLinkServer};
+use elves_proto::{
+    Ack, AgentMessage, CenterMessage, EnrollReply, EnrollRequest, Instruct, RunJob, Welcome,
+    agent_message, center_message,
+};
+use elves_rpc::gateway::{Dispatch, WorkerOutcome};
+use elves_store::{AgentRecord, Credential, Store};
+use elves_types::validate::is_ipv4;
+use elves_types::{ApiError, Clock, ErrorCode, Id, SystemClock};
+use futures::Stream;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::links::Links;
+
+/// How many messages may wait to go down one agent's stream.
+const LINK_BUFFER: usize = 1024;
+/// How long an agent has to send its Hello.
+const HELLO_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a synchronous job with no timeout may wait at most.
+const MAX_SYNC_WAIT: Duration = Duration::from_secs(86_400 + 60);
+
+/// The gateway's settings.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Where agents connect.
+    pub listen: SocketAddr,
+    /// The enrollment token agents present (compared in constant time).
+    pub token: String,
+    /// This gateway's name, recorded as the agents' `connected_to`.
+    pub instance: String,
+    /// How often agents should heartbeat.
+    pub heartbeat_secs: u32,
+}
+
+/// The running gateway.
+pub struct Service {
+    listener: TcpListener,
+    state: Arc<State>,
+}
+
+struct State {
+    opts: Options,
+    store: Store,
+    links: Links,
+    clock: SystemClock,
+}
+
+fn digest(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+fn random_secret() -> String {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).expect("the operating system's random source failed");
+    hex::encode(b)
+}
+
+impl Service {
+    /// Binds the agents' listener and offers `Dispatch` on the bus.
+    pub async fn bind(opts: Options, store: Store, bus: &Bus) -> std::io::Result<Service> {
+        let listener = TcpListener::bind(opts.listen).await?;
+        let state = Arc::new(State {
+            opts,
+            store,
+            links: Links::default(),
+            clock: SystemClock,
+        });
+        let s = state.clone();
+        bus.for_module(elves_rpc::module::GATEWAY)
+            .serve(move |d: Dispatch| {
+                let s = s.clone();
+                async move { s.dispatch(d).await }
+            });
+        Ok(Service { listener, state })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves agents until `cancel` fires.
+    pub async fn run(self, cancel: CancellationToken) -> Result<(), tonic::transport::Error> {
+        let svc = AgentLinkServer::new(Handler(self.state.clone()));
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(20)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .tcp_nodelay(true)
+            .add_service(svc)
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(self.listener),
+                cancel.cancelled_owned(),
+            )
+            .await
+    }
+}
+
+impl State {
+    async fn dispatch(&self, d: Dispatch) -> Result<Option<WorkerOutcome>, ApiError> {
+        let ip = d.instruct.ip.clone();
+        let Some(link) = self.links.get(&ip) else {
+            tracing::info!(%ip, run_id = %d.run_id, "dispatch refused: agent not connected");
+            return Err(ErrorCode::SendJobFail.into());
+        };
+        let timeout = d.instruct.timeout;
+        let ins = &d.instruct;
+        let msg = CenterMessage {
+            body: Some(center_message::Body::Run(RunJob {
+                run_id: d.run_id.to_string(),
+                ins: Some(Instruct {
+                    id: ins.id.to_string(),
+                    ip: ins.ip.clone(),
+                    r#type: ins.kind.clone(),
+                    mode: ins.mode.clone(),
+                    app: ins.app.clone(),
+                    func: ins.func.clone(),
+                    param: ins.param.clone(),
+                    timeout,
+                    proxy: ins.proxy.clone(),
+                }),
+                sync: d.sync,
+            })),
+        };
+        let waiter = d
+            .sync
+            .then(|| self.links.wait_for(d.run_id, &ip, link.conn));
+        if link.tx.try_send(msg).is_err() {
+            self.links.forget(&d.run_id);
+            tracing::warn!(%ip, run_id = %d.run_id, "dispatch failed: the agent's link is full or closed");
+            return Err(ErrorCode::SendJobFail.into());
+        }
+        let Some(waiter) = waiter else {
+            return Ok(None);
+        };
+        // The agent kills the worker at its timeout and reports; allow for the trip back.
+        let wait = if timeout == 0 {
+            MAX_SYNC_WAIT
+        } else {
+            Duration::from_secs(u64::from(timeout) + 10)
+        };
+        match tokio::time::timeout(wait, waiter).await {
+            Ok(Ok(outcome)) => Ok(Some(outcome)),
+            Ok(Err(_)) => {
+                tracing::warn!(%ip, run_id = %d.run_id, "the agent's link dropped while its job ran");
+                Err(ErrorCode::SendJobFail.into())
+            }
+            Err(_) => {
+                self.links.forget(&d.run_id);
+                tracing::warn!(%ip, run_id = %d.run_id, "no result from the agent in time");
+                Err(ErrorCode::SendJobFail.into())
+            }
+        }
+    }
+
+    /// Checks the link's metadata against the credential pinned at enrollment.
+    async fn authenticate(&self, ip: &str, bearer: &str) -> Result<(), Status> {
+        if !is_ipv4(ip) {
+            return Err(Status::invalid_argument(
+                "x-elves-ip must be a dotted IPv4 address",
+            ));
+        }
+        let pinned = self
+            .store
+            .credential(ip)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let Some(pinned) = pinned else {
+            tracing::warn!(%ip, "refused agent link: this ip is not enrolled");
+            return Err(Status::unauthenticated(
+                "this ip is not enrolled; enroll first",
+            ));
+        };
+        let presented = digest(bearer);
+        if !bool::from(presented.as_bytes().ct_eq(pinned.secret_sha256.as_bytes())) {
+            tracing::warn!(%ip, "refused agent link: the credential does not match the one pinned to this ip at enrollment");
+            return Err(Status::permission_denied(
+                "this ip is held by another credential; an operator must release it",
+            ));
+        }
+        Ok(())
+    }
+
+    async fn record(
+        &self,
+        ip: &str,
+        asset: &str,
+        version: &str,
+        apps: std::collections::HashMap<String, String>,
+    ) {
+        let now = self.clock.now_ms();
+        let rec = AgentRecord {
+            ip: ip.to_owned(),
+            asset: if asset.is_empty() {
+                ip.to_owned()
+            } else {
+                asset.to_owned()
+            },
+            version: version.to_owned(),
+            apps: apps.into_iter().collect(),
+            connected_to: self.opts.instance.clone(),
+            last_heartbeat_ms: now,
+            first_seen_ms: now,
+        };
+        if let Err(e) = self.store.record_agent(&rec).await {
+            tracing::warn!(%ip, error = %e, "could not record the agent's heartbeat");
+        }
+    }
+}
+
+struct Handler(Arc<State>);
+
+type LinkStream = Pin<Box<dyn Stream<Item = Result<CenterMessage, Status>> + Send>>;
+
+fn metadata<'a>(req: &'a Request<Streaming<AgentMessage>>, key: &str) -> &'a str {
+    req.metadata()
+        .get(key)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+#[tonic::async_trait]
+impl AgentLink for Handler {
+    async fn enroll(&self, req: Request<EnrollRequest>) -> Result<Response<EnrollReply>, Status> {
+        let s = &self.0;
+        let r = req.into_inner();
+        if !bool::from(r.token.as_bytes().ct_eq(s.opts.token.as_bytes())) {
+            tracing::warn!(ip = %r.ip, "refused enrollment: wrong enrollment token");
+            return Err(Status::unauthenticated("wrong enrollment token"));
+        }
+        if !is_ipv4(&r.ip) {
+            return Err(Status::invalid_argument("ip must be a dotted IPv4 address"));
+        }
+        let secret = random_secret();
+        let cred = Credential {
+            ip: r.ip.clone(),
+            secret_sha256: digest(&secret),
+            asset: if r.asset.is_empty() {
+                r.ip.clone()
+            } else {
+                r.asset.clone()
+            },
+            enrolled_at_ms: s.clock.now_ms(),
+        };
+        match s.store.pin_credential(&cred).await {
+            Ok(true) => {
+                tracing::info!(ip = %r.ip, asset = %cred.asset, "agent enrolled");
+                Ok(Response::new(EnrollReply { credential: secret }))
+            }
+            Ok(false) => {
+                tracing::warn!(ip = %r.ip, asset = %r.asset, "refused enrollment: this ip is already held by another credential");
+                Err(Status::permission_denied(format!(
+                    "ip {} is already enrolled with another credential; an operator must release it",
+                    r.ip
+                )))
+            }
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        }
+    }
+
+    type LinkStream = LinkStream;
+
+    async fn link(
+        &self,
+        req: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<LinkStream>, Status> {
+        let s = self.0.clone();
+        let ip = metadata(&req, elves_proto::IP_HEADER).to_owned();
+        let bearer = metadata(&req, "authorization")
+            .strip_prefix("Bearer ")
+            .unwrap_or_default()
+            .to_owned();
+        s.authenticate(&ip, &bearer).await?;
+        let mut inbound = req.into_inner();
+        let hello = match tokio::time::timeout(HELLO_DEADLINE, inbound.message()).await {
+            Ok(Ok(Some(AgentMessage {
+                body: Some(agent_message::Body::Hello(h)),
+            }))) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message on a link must be a Hello",
+                ));
+            }
+        };
+        s.record(&ip, &hello.asset, &hello.version, hello.apps)
+            .await;
+
+        let (tx, rx) = mpsc::channel(LINK_BUFFER);
+        let welcome = CenterMessage {
+            body: Some(center_message::Body::Welcome(Welcome {
+                center_version: env!("CARGO_PKG_VERSION").into(),
+                heartbeat_interval_secs: s.opts.heartbeat_secs,
+            })),
+        };
+        let _ = tx.try_send(welcome);
+        let (conn, replaced) = s.links.attach(&ip, tx.clone());
+        tracing::info!(%ip, asset = %hello.asset, version = %hello.version, replaced, "agent linked");
+
+        tokio::spawn(async move {
+            loop {
+                let msg = match inbound.message().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::info!(%ip, error = %e, "agent link error");
+                        break;
+                    }
+                };
+                match msg.body {
+                    Some(agent_message::Body::Result(r)) => {
+                        let Some(run_id) = Id::parse(&r.run_id) else {
+                            continue;
+                        };
+                        let outcome = WorkerOutcome {
+                            flag: r.flag,
+                            message: r.result,
+                            costtime_ms: r.costtime,
+                        };
+                        if !s.links.complete(&run_id, &ip, outcome) {
+                            tracing::debug!(%ip, %run_id, "result for no waiting job");
+                        }
+                        let ack = CenterMessage {
+                            body: Some(center_message::Body::Ack(Ack { run_id: r.run_id })),
+                        };
+                        let _ = tx.try_send(ack);
+                    }
+                    Some(agent_message::Body::Heartbeat(h)) => {
+                        s.record(&ip, &hello.asset, &hello.version, h.apps).await;
+                    }
+                    Some(agent_message::Body::Hello(_)) | None => {}
+                }
+            }
+            if s.links.detach(&ip, conn) {
+                if let Err(e) = s.store.set_agent_connection(&ip, "").await {
+                    tracing::warn!(%ip, error = %e, "could not record the agent's disconnection");
+                }
+                tracing::info!(%ip, "agent unlinked");
+            }
+        });
+
+        let out = ReceiverStream::new(rx);
+        let out = futures::StreamExt::map(out, Ok);
+        Ok(Response::new(Box::pin(out) as LinkStream))
+    }
+}
