@@ -42,7 +42,7 @@ impl Default for Server {
 }
 
 /// `[auth]`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Auth {
     /// `simple` or `supervisor`.
@@ -68,7 +68,7 @@ impl Default for Auth {
 }
 
 /// `[admin]`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Admin {
     pub token: String,
@@ -130,7 +130,7 @@ impl Default for Bus {
 }
 
 /// `[agents]`: where agents connect and how they enrol.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Agents {
     pub listen: String,
@@ -166,6 +166,29 @@ pub struct CenterConfig {
     /// Simple mode: the app versions every agent should run.
     pub apps: BTreeMap<String, String>,
 }
+
+/// `Debug` for configuration sections that hold secrets: the secrets print as `"***"`, so a
+/// configuration can be logged without leaking them.
+macro_rules! redacted_debug {
+    ($ty:ident { $($field:ident),* } secret { $($secret:ident),* }) => {
+        impl std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let mut d = f.debug_struct(stringify!($ty));
+                $( d.field(stringify!($field), &self.$field); )*
+                $( d.field(stringify!($secret), &if self.$secret.is_empty() { "" } else { "***" }); )*
+                d.finish()
+            }
+        }
+    };
+}
+
+redacted_debug!(Auth { mode, id, window_secs, sign_types } secret { key });
+redacted_debug!(Admin {} secret { token });
+redacted_debug!(Agents { listen, online_secs, heartbeat_secs } secret { token });
+redacted_debug!(DevMode { enabled, authid } secret { authkey });
+redacted_debug!(AgentConfig {
+    ip, asset, center, data_dir, apps_dir, allowed_interpreters, python, heartbeat, apps, cron, http, devmode, limits
+} secret { token });
 
 /// Loads `T`; only `ELVES_` variables whose first segment is one of `sections` are read, so
 /// client variables (`ELVES_URL`, `ELVES_AUTH_KEY`, …) and worker variables never collide.
@@ -313,7 +336,7 @@ pub struct AgentHttp {
 }
 
 /// `[devmode]` of the agent.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DevMode {
     pub enabled: bool,
@@ -338,7 +361,7 @@ impl Default for AgentLimits {
 }
 
 /// The agent's whole configuration.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgentConfig {
     pub ip: String,
@@ -590,6 +613,23 @@ mod tests {
                 Some(w) => assert!(got.as_ref().expect_err(name).contains(w), "{name}: {got:?}"),
             }
         }
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let mut cfg = CenterConfig::default();
+        cfg.auth.key = "the-key-value".into();
+        cfg.agents.token = "the-token-value".into();
+        cfg.admin.token = "the-admin-value".into();
+        let text = format!("{cfg:?}");
+        for secret in ["the-key-value", "the-token-value", "the-admin-value"] {
+            assert!(!text.contains(secret), "{text}");
+        }
+        let agent = AgentConfig {
+            token: "agent-secret".into(),
+            ..AgentConfig::default()
+        };
+        assert!(!format!("{agent:?}").contains("agent-secret"));
     }
 
     #[test]

@@ -31,8 +31,8 @@ const HELLO_DEADLINE: Duration = Duration::from_secs(10);
 /// How long a synchronous job with no timeout may wait at most.
 const MAX_SYNC_WAIT: Duration = Duration::from_secs(86_400 + 60);
 
-/// The gateway's settings.
-#[derive(Clone, Debug)]
+/// The gateway's settings. (No `Debug`: it holds the enrollment token.)
+#[derive(Clone)]
 pub struct Options {
     /// Where agents connect.
     pub listen: SocketAddr,

@@ -39,8 +39,8 @@ pub struct Modules {
     pub supervisor: bool,
 }
 
-/// The openapi module's settings.
-#[derive(Clone, Debug)]
+/// The openapi module's settings. (No `Debug`: it holds the key.)
+#[derive(Clone)]
 pub struct Options {
     /// Simple mode: the one `auth_id` and its key.
     pub auth_id: String,
