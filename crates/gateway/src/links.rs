@@ -95,3 +95,55 @@ impl Links {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(flag: i32) -> WorkerOutcome {
+        WorkerOutcome {
+            flag,
+            message: String::new(),
+            costtime_ms: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_result_reaches_its_waiter_only_from_the_agent_it_was_sent_to() {
+        let links = Links::default();
+        let (tx, _rx) = mpsc::channel(1);
+        let (conn, replaced) = links.attach("10.0.0.1", tx);
+        assert!(!replaced);
+        let run = Id::random();
+        let waiter = links.wait_for(run, "10.0.0.1", conn);
+        assert!(
+            !links.complete(&run, "10.0.0.2", outcome(1)),
+            "another agent's result is ignored"
+        );
+        assert!(links.complete(&run, "10.0.0.1", outcome(1)));
+        assert_eq!(waiter.await.unwrap().flag, 1);
+        assert!(
+            !links.complete(&run, "10.0.0.1", outcome(1)),
+            "a duplicate result finds no waiter"
+        );
+    }
+
+    #[tokio::test]
+    async fn dropping_a_link_fails_its_waiters_and_a_newer_link_survives_the_old_detach() {
+        let links = Links::default();
+        let (tx1, _rx1) = mpsc::channel(1);
+        let (old, _) = links.attach("10.0.0.1", tx1);
+        let waiter = links.wait_for(Id::random(), "10.0.0.1", old);
+        let (tx2, _rx2) = mpsc::channel(1);
+        let (new, replaced) = links.attach("10.0.0.1", tx2);
+        assert!(replaced);
+        assert!(
+            !links.detach("10.0.0.1", old),
+            "the old link's end does not remove the new one"
+        );
+        assert!(waiter.await.is_err(), "jobs waiting on the old link fail");
+        assert_eq!(links.get("10.0.0.1").map(|l| l.conn), Some(new));
+        assert!(links.detach("10.0.0.1", new));
+        assert!(links.get("10.0.0.1").is_none());
+    }
+}
