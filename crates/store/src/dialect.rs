@@ -22,11 +22,18 @@ pub(crate) struct Migration {
 }
 
 /// The SQLite migrations, oldest first. Versions start at 1 and have no gaps.
-const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "agents",
-    sql: include_str!("../migrations/sqlite/0001_agents.sql"),
-}];
+const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "agents",
+        sql: include_str!("../migrations/sqlite/0001_agents.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "supervisor",
+        sql: include_str!("../migrations/sqlite/0002_supervisor.sql"),
+    },
+];
 
 impl Dialect {
     /// The migrations of this dialect, oldest first.

@@ -10,6 +10,10 @@
 //!   it; the plain secret is never stored.
 //! * The agent registry ([`AgentRecord`]): each agent's asset name, version, installed apps,
 //!   the gateway instance that holds its stream and when it was first and last heard from.
+//! * The supervisor's data (`supervisor`): apps ([`App`]), their versions ([`Version`]) and
+//!   bound agents, API keys ([`ApiKey`], with secrets the caller encrypted), admin users
+//!   ([`User`], with argon2 hashes) and the append-only audit log ([`AuditEntry`]). Every change
+//!   takes a [`Change`] and is audited in its own transaction.
 //!
 //! # Rules
 //!
@@ -35,10 +39,15 @@ mod agents;
 mod dialect;
 mod migrate;
 mod sqlite;
+mod supervisor;
 
 use sqlx::SqlitePool;
 
 pub use agents::{AgentRecord, Credential};
+pub use supervisor::{
+    ApiKey, App, AuditEntry, BindingChange, Change, MAX_AUDIT_PAGE, NewKey, NewVersion, Role, User,
+    Version,
+};
 
 /// Why a store operation failed. Messages are one line and never contain secrets.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +58,13 @@ pub enum Error {
     /// The store could not be opened: a bad URL, an unreachable file, a schema from a newer build.
     #[error("store: {0}")]
     Open(String),
+    /// The record a change is aimed at does not exist (an unknown app, key or user).
+    #[error("store: {0}")]
+    NotFound(String),
+    /// The change would break a rule of the data: a duplicate name, deleting an app that
+    /// still has versions, removing the last admin.
+    #[error("store: {0}")]
+    Conflict(String),
 }
 
 impl Error {
@@ -60,6 +76,16 @@ impl Error {
     /// Wraps a driver error met while opening the store.
     pub(crate) fn open(what: &str, e: impl std::fmt::Display) -> Error {
         Error::Open(one_line(&format!("{what}: {e}")))
+    }
+
+    /// A [`Error::NotFound`] with a one-line message.
+    pub(crate) fn not_found(msg: &str) -> Error {
+        Error::NotFound(one_line(msg))
+    }
+
+    /// A [`Error::Conflict`] with a one-line message.
+    pub(crate) fn conflict(msg: &str) -> Error {
+        Error::Conflict(one_line(msg))
     }
 }
 

@@ -107,7 +107,10 @@ async fn reopening_is_idempotent_and_keeps_the_data() {
             .fetch_all(&mut conn)
             .await
             .unwrap();
-    assert_eq!(versions, [(1, "agents".to_owned())]);
+    assert_eq!(
+        versions,
+        [(1, "agents".to_owned()), (2, "supervisor".to_owned())]
+    );
     conn.close().await.unwrap();
 }
 
@@ -129,7 +132,7 @@ async fn concurrent_opens_of_a_new_database_apply_each_migration_once() {
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(n, 1);
+    assert_eq!(n, 2);
     conn.close().await.unwrap();
 }
 
@@ -150,7 +153,7 @@ async fn a_database_from_a_newer_build_is_refused() {
 
     assert_open_error(
         Store::open(&url(&path)).await,
-        "schema is at version 9999 but this build knows versions up to 1",
+        "schema is at version 9999 but this build knows versions up to 2",
     );
 }
 
