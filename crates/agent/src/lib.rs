@@ -6,7 +6,9 @@
 //! broker client or template engine.
 
 pub mod exec;
+pub mod install;
 pub mod link;
+pub mod pack;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
