@@ -9,6 +9,7 @@ pub mod exec;
 pub mod install;
 pub mod link;
 pub mod pack;
+pub mod spool;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,7 +28,13 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
         python: cfg.python.clone(),
     });
     let installed: BTreeMap<String, String> = cfg.apps.clone();
-    let agent = Arc::new(link::Agent::new(cfg, exec, installed));
+    let spool = spool::Spool::open(&cfg.data_dir.join("spool")).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the result spool in {}: {e}",
+            cfg.data_dir.display()
+        )
+    })?;
+    let agent = Arc::new(link::Agent::new(cfg, exec, installed, spool));
     agent.run(cancel).await;
     Ok(())
 }

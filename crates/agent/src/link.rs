@@ -9,8 +9,8 @@ use std::time::Duration;
 use elves_config::AgentConfig;
 use elves_proto::agent_link_client::AgentLinkClient;
 use elves_proto::{
-    AgentMessage, CenterMessage, EnrollRequest, Heartbeat, Hello, Instruct, JobResult, RunJob,
-    agent_message, center_message,
+    AgentMessage, Cancelled, CenterMessage, EnrollRequest, Heartbeat, Hello, Instruct, JobResult,
+    RunJob, agent_message, center_message,
 };
 use rand::Rng;
 use tokio::sync::mpsc;
@@ -20,6 +20,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request};
 
 use crate::exec::{Executor, Job};
+use crate::spool::{Spool, Spooled};
 
 /// The agent's version, reported to the center.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -70,6 +71,7 @@ pub struct Agent {
     exec: Executor,
     installed: Mutex<BTreeMap<String, String>>,
     running: Mutex<HashMap<String, CancellationToken>>,
+    spool: Spool,
 }
 
 enum LinkEnd {
@@ -81,12 +83,18 @@ enum LinkEnd {
 }
 
 impl Agent {
-    pub fn new(cfg: AgentConfig, exec: Executor, installed: BTreeMap<String, String>) -> Agent {
+    pub fn new(
+        cfg: AgentConfig,
+        exec: Executor,
+        installed: BTreeMap<String, String>,
+        spool: Spool,
+    ) -> Agent {
         Agent {
             cfg,
             exec,
             installed: Mutex::new(installed),
             running: Mutex::new(HashMap::new()),
+            spool,
         }
     }
 
@@ -231,6 +239,8 @@ impl Agent {
         };
         tracing::info!(center = %self.cfg.center, ip = %self.cfg.ip, "linked to the center");
         backoff.reset();
+        // Results finished while the link was down (or before a restart) go up first.
+        self.replay_spool(&tx);
 
         let mut beat = tokio::time::interval(Duration::from_secs(self.cfg.heartbeat.interval_secs));
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -253,6 +263,8 @@ impl Agent {
                     if tx.try_send(AgentMessage { body: Some(agent_message::Body::Heartbeat(hb)) }).is_err() {
                         tracing::warn!("heartbeat not sent: the link is congested");
                     }
+                    // Results the center has not acknowledged yet are offered again.
+                    self.replay_spool(&tx);
                 }
             }
         }
@@ -261,24 +273,57 @@ impl Agent {
     fn on_message(self: Arc<Self>, m: CenterMessage, tx: &mpsc::Sender<AgentMessage>) {
         match m.body {
             Some(center_message::Body::Run(run)) => {
+                // The center may send a run again (recovery): never run it twice.
+                if !run.sync {
+                    if let Some(done) = self.spool.get(&run.run_id) {
+                        let _ = tx.try_send(result_message(done));
+                        return;
+                    }
+                }
+                let token = CancellationToken::new();
+                {
+                    let mut running = self.running.lock().expect("running poisoned");
+                    if running.contains_key(&run.run_id) {
+                        return;
+                    }
+                    running.insert(run.run_id.clone(), token.clone());
+                }
                 let tx = tx.clone();
-                tokio::spawn(async move { self.run_job(run, tx).await });
+                tokio::spawn(async move { self.run_job(run, token, tx).await });
             }
             Some(center_message::Body::Cancel(c)) => {
-                if let Some(t) = self
+                let token = self
                     .running
                     .lock()
                     .expect("running poisoned")
                     .get(&c.run_id)
-                {
+                    .cloned();
+                if let Some(t) = &token {
                     t.cancel();
                 }
+                let answer = Cancelled {
+                    run_id: c.run_id,
+                    found: token.is_some(),
+                };
+                let _ = tx.try_send(AgentMessage {
+                    body: Some(agent_message::Body::Cancelled(answer)),
+                });
             }
-            Some(center_message::Body::Welcome(_)) | Some(center_message::Body::Ack(_)) | None => {}
+            Some(center_message::Body::Ack(a)) => self.spool.remove(&a.run_id),
+            Some(center_message::Body::Welcome(_)) | None => {}
         }
     }
 
-    async fn run_job(&self, run: RunJob, tx: mpsc::Sender<AgentMessage>) {
+    /// Sends every spooled result again (after a reconnect, and at each heartbeat).
+    fn replay_spool(&self, tx: &mpsc::Sender<AgentMessage>) {
+        for done in self.spool.all() {
+            if tx.try_send(result_message(done)).is_err() {
+                break;
+            }
+        }
+    }
+
+    async fn run_job(&self, run: RunJob, token: CancellationToken, tx: mpsc::Sender<AgentMessage>) {
         let ins = run.ins.unwrap_or_default();
         let job = Job {
             id: ins.id.clone(),
@@ -299,33 +344,72 @@ impl Agent {
             .lock()
             .expect("installed poisoned")
             .contains_key(&job.app);
-        let token = CancellationToken::new();
-        self.running
-            .lock()
-            .expect("running poisoned")
-            .insert(run.run_id.clone(), token.clone());
         let outcome = self.exec.run(&job, installed, token).await;
-        self.running
-            .lock()
-            .expect("running poisoned")
-            .remove(&run.run_id);
-        tracing::info!(run_id = %run.run_id, app = %job.app, func = %job.func, flag = outcome.flag, costtime_ms = outcome.costtime_ms, "job finished");
-        let result = JobResult {
-            run_id: run.run_id,
-            ins: Some(Instruct { ..ins }),
+        tracing::info!(
+            run_id = %run.run_id, app = %job.app, func = %job.func, flag = outcome.flag,
+            costtime_ms = outcome.costtime_ms, "job finished"
+        );
+        let done = Spooled {
+            run_id: run.run_id.clone(),
+            id: ins.id,
+            ip: ins.ip,
+            kind: ins.r#type,
+            mode: job.mode,
+            app: job.app,
+            func: job.func,
+            param: job.param,
+            timeout: ins.timeout,
+            proxy: job.proxy,
             flag: outcome.flag,
             costtime: outcome.costtime_ms,
             result: outcome.message,
         };
-        if tx
-            .send(AgentMessage {
-                body: Some(agent_message::Body::Result(result)),
-            })
-            .await
-            .is_err()
-        {
-            tracing::warn!("result not delivered: the link it came on is gone");
+        let msg = if run.sync {
+            let mut m = result_message(done);
+            if let Some(agent_message::Body::Result(r)) = &mut m.body {
+                r.sync = true;
+            }
+            m
+        } else {
+            // Written before it is sent; removed when the center acknowledges it.
+            if let Err(e) = self.spool.put(&done) {
+                tracing::error!(run_id = %run.run_id, error = %e, "cannot spool a result; sending it unspooled");
+            }
+            result_message(done)
+        };
+        self.running
+            .lock()
+            .expect("running poisoned")
+            .remove(&run.run_id);
+        if tx.send(msg).await.is_err() {
+            tracing::info!(run_id = %run.run_id, sync = run.sync, "result not sent now: the link it came on is gone");
         }
+    }
+}
+
+/// The message carrying a result up the link.
+fn result_message(done: Spooled) -> AgentMessage {
+    let ins = Instruct {
+        id: done.id,
+        ip: done.ip,
+        r#type: done.kind,
+        mode: done.mode,
+        app: done.app,
+        func: done.func,
+        param: done.param,
+        timeout: done.timeout,
+        proxy: done.proxy,
+    };
+    let r = JobResult {
+        run_id: done.run_id,
+        ins: Some(ins),
+        flag: done.flag,
+        costtime: done.costtime,
+        result: done.result,
+        sync: false,
+    };
+    AgentMessage {
+        body: Some(agent_message::Body::Result(r)),
     }
 }
 

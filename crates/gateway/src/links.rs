@@ -22,11 +22,18 @@ struct Waiter {
     tx: oneshot::Sender<WorkerOutcome>,
 }
 
+struct CancelWaiter {
+    ip: String,
+    conn: u64,
+    tx: oneshot::Sender<bool>,
+}
+
 #[derive(Default)]
 pub struct Links {
     next_conn: AtomicU64,
     links: Mutex<HashMap<String, Link>>,
     waiters: Mutex<HashMap<Id, Waiter>>,
+    cancels: Mutex<HashMap<Id, CancelWaiter>>,
 }
 
 impl Links {
@@ -54,6 +61,10 @@ impl Links {
             .lock()
             .expect("waiters poisoned")
             .retain(|_, w| w.conn != conn);
+        self.cancels
+            .lock()
+            .expect("cancels poisoned")
+            .retain(|_, w| w.conn != conn);
         current
     }
 
@@ -80,6 +91,41 @@ impl Links {
             .lock()
             .expect("waiters poisoned")
             .remove(run_id);
+    }
+
+    /// Registers a cancel request; the receiver yields whether the agent had the run.
+    pub fn wait_for_cancel(&self, run_id: Id, ip: &str, conn: u64) -> oneshot::Receiver<bool> {
+        let (tx, rx) = oneshot::channel();
+        self.cancels.lock().expect("cancels poisoned").insert(
+            run_id,
+            CancelWaiter {
+                ip: ip.to_owned(),
+                conn,
+                tx,
+            },
+        );
+        rx
+    }
+
+    pub fn forget_cancel(&self, run_id: &Id) {
+        self.cancels
+            .lock()
+            .expect("cancels poisoned")
+            .remove(run_id);
+    }
+
+    /// Hands an agent's answer to a cancel to its waiter (only from the agent asked).
+    pub fn cancelled(&self, run_id: &Id, from_ip: &str, found: bool) -> bool {
+        let mut cancels = self.cancels.lock().expect("cancels poisoned");
+        match cancels.get(run_id) {
+            Some(w) if w.ip == from_ip => cancels
+                .remove(run_id)
+                .expect("present")
+                .tx
+                .send(found)
+                .is_ok(),
+            _ => false,
+        }
     }
 
     /// Hands a result to its waiter. A result from another agent than the one the job was

@@ -6,10 +6,11 @@ use std::time::Duration;
 use elves_bus::Bus;
 use elves_proto::agent_link_server::{AgentLink, AgentLinkServer};
 use elves_proto::{
-    Ack, AgentMessage, CenterMessage, EnrollReply, EnrollRequest, Instruct, RunJob, Welcome,
-    agent_message, center_message,
+    Ack, AgentMessage, CenterMessage, EnrollReply, EnrollRequest, Instruct, JobResult, RunJob,
+    Welcome, agent_message, center_message,
 };
-use elves_rpc::gateway::{Dispatch, WorkerOutcome};
+use elves_rpc::gateway::{Cancel, Dispatch, WorkerOutcome};
+use elves_rpc::scheduler::RunResult;
 use elves_store::{AgentRecord, Credential, Store};
 use elves_types::validate::is_ipv4;
 use elves_types::{ApiError, Clock, ErrorCode, Id, SystemClock};
@@ -28,6 +29,10 @@ use crate::links::Links;
 const LINK_BUFFER: usize = 1024;
 /// How long an agent has to send its Hello.
 const HELLO_DEADLINE: Duration = Duration::from_secs(10);
+/// How long an agent has to answer a cancel.
+const CANCEL_WAIT: Duration = Duration::from_secs(5);
+/// How long the module that asked for a run has to store its result.
+const RESULT_WAIT: Duration = Duration::from_secs(15);
 /// How long a synchronous job with no timeout may wait at most.
 const MAX_SYNC_WAIT: Duration = Duration::from_secs(86_400 + 60);
 
@@ -53,6 +58,7 @@ pub struct Service {
 struct State {
     opts: Options,
     store: Store,
+    bus: Bus,
     links: Links,
     clock: SystemClock,
 }
@@ -71,18 +77,24 @@ impl Service {
     /// Binds the agents' listener and offers `Dispatch` on the bus.
     pub async fn bind(opts: Options, store: Store, bus: &Bus) -> std::io::Result<Service> {
         let listener = TcpListener::bind(opts.listen).await?;
+        let bus = bus.for_module(elves_rpc::module::GATEWAY);
         let state = Arc::new(State {
             opts,
             store,
+            bus: bus.clone(),
             links: Links::default(),
             clock: SystemClock,
         });
         let s = state.clone();
-        bus.for_module(elves_rpc::module::GATEWAY)
-            .serve(move |d: Dispatch| {
-                let s = s.clone();
-                async move { s.dispatch(d).await }
-            });
+        bus.serve(move |d: Dispatch| {
+            let s = s.clone();
+            async move { s.dispatch(d).await }
+        });
+        let s = state.clone();
+        bus.serve(move |c: Cancel| {
+            let s = s.clone();
+            async move { s.cancel(c).await }
+        });
         Ok(Service { listener, state })
     }
 
@@ -159,6 +171,71 @@ impl State {
                 self.links.forget(&d.run_id);
                 tracing::warn!(%ip, run_id = %d.run_id, "no result from the agent in time");
                 Err(ErrorCode::SendJobFail.into())
+            }
+        }
+    }
+
+    async fn cancel(&self, c: Cancel) -> Result<bool, ApiError> {
+        let Some(link) = self.links.get(&c.ip) else {
+            return Err(ErrorCode::SendJobFail.into());
+        };
+        let answer = self.links.wait_for_cancel(c.run_id, &c.ip, link.conn);
+        let msg = CenterMessage {
+            body: Some(center_message::Body::Cancel(elves_proto::Cancel {
+                run_id: c.run_id.to_string(),
+            })),
+        };
+        if link.tx.try_send(msg).is_err() {
+            self.links.forget_cancel(&c.run_id);
+            return Err(ErrorCode::SendJobFail.into());
+        }
+        match tokio::time::timeout(CANCEL_WAIT, answer).await {
+            Ok(Ok(found)) => Ok(found),
+            _ => {
+                self.links.forget_cancel(&c.run_id);
+                Err(ErrorCode::SendJobFail.into())
+            }
+        }
+    }
+
+    /// Routes an agent's result: to the waiting rt call, or (asynchronous) through the
+    /// scheduler to the module that asked for it. Returns whether to acknowledge it.
+    async fn on_result(&self, ip: &str, r: JobResult) -> bool {
+        let Some(run_id) = Id::parse(&r.run_id) else {
+            return true;
+        };
+        let outcome = WorkerOutcome {
+            flag: r.flag,
+            message: r.result,
+            costtime_ms: r.costtime,
+        };
+        if r.sync {
+            if !self.links.complete(&run_id, ip, outcome) {
+                tracing::debug!(%ip, %run_id, "rt result for no waiting call");
+            }
+            return true;
+        }
+        let ins = r.ins.unwrap_or_default();
+        let Some(id) = Id::parse(&ins.id) else {
+            tracing::warn!(%ip, %run_id, "async result without a valid job id dropped");
+            return true;
+        };
+        let rr = RunResult {
+            run_id,
+            id,
+            kind: ins.r#type,
+            ip: ip.to_owned(),
+            outcome,
+        };
+        match self.bus.call(rr, RESULT_WAIT).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(%ip, %run_id, error = %e, "result not stored yet; the agent keeps it");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(%ip, %run_id, error = %e, "result not handed over; the agent keeps it");
+                false
             }
         }
     }
@@ -318,21 +395,23 @@ impl AgentLink for Handler {
                 };
                 match msg.body {
                     Some(agent_message::Body::Result(r)) => {
-                        let Some(run_id) = Id::parse(&r.run_id) else {
-                            continue;
-                        };
-                        let outcome = WorkerOutcome {
-                            flag: r.flag,
-                            message: r.result,
-                            costtime_ms: r.costtime,
-                        };
-                        if !s.links.complete(&run_id, &ip, outcome) {
-                            tracing::debug!(%ip, %run_id, "result for no waiting job");
+                        // Handed over concurrently: a slow module must not hold up the link.
+                        let (s, ip, tx) = (s.clone(), ip.clone(), tx.clone());
+                        tokio::spawn(async move {
+                            let run_id = r.run_id.clone();
+                            if s.on_result(&ip, r).await {
+                                let ack = Ack { run_id };
+                                let ack = CenterMessage {
+                                    body: Some(center_message::Body::Ack(ack)),
+                                };
+                                let _ = tx.try_send(ack);
+                            }
+                        });
+                    }
+                    Some(agent_message::Body::Cancelled(c)) => {
+                        if let Some(run_id) = Id::parse(&c.run_id) {
+                            s.links.cancelled(&run_id, &ip, c.found);
                         }
-                        let ack = CenterMessage {
-                            body: Some(center_message::Body::Ack(Ack { run_id: r.run_id })),
-                        };
-                        let _ = tx.try_send(ack);
                     }
                     Some(agent_message::Body::Heartbeat(h)) => {
                         s.record(&ip, &hello.asset, &hello.version, h.apps).await;

@@ -48,3 +48,18 @@ impl Message for Dispatch {
     /// `[410.1]` when the agent is not connected or the delivery fails.
     type Response = Result<Option<WorkerOutcome>, ApiError>;
 }
+
+/// `scheduler → gateway`: ask the agent holding `ip` to cancel a run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Cancel {
+    pub run_id: Id,
+    pub ip: String,
+}
+
+impl Message for Cancel {
+    const MODULE: &'static str = crate::module::GATEWAY;
+    const ACTION: &'static str = "cancel";
+    /// Whether the agent had the run; `[410.1]` when the agent is not connected or does not
+    /// answer.
+    type Response = Result<bool, ApiError>;
+}

@@ -9,6 +9,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub mod done;
 pub mod gateway;
 pub mod scheduler;
 

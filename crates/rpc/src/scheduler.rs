@@ -1,6 +1,8 @@
 //! Messages served by the scheduler module.
 
 use elves_types::{ApiError, Id};
+
+use crate::gateway::{Instruct, WorkerOutcome};
 use serde::{Deserialize, Serialize};
 
 use crate::Message;
@@ -36,4 +38,54 @@ impl Message for SyncJob {
     const MODULE: &'static str = crate::module::SCHEDULER;
     const ACTION: &'static str = "syncJob";
     type Response = Result<RtResult, ApiError>;
+}
+
+/// `queue|cron → scheduler` (cast): run a job asynchronously. Its result, or its delivery
+/// failure (`[410.1]`), comes back to the module named by `instruct.kind` as a
+/// [`crate::queue::TaskResult`] or [`crate::cron::CronResult`] call.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AsyncJob {
+    pub run_id: Id,
+    pub instruct: Instruct,
+}
+
+impl Message for AsyncJob {
+    const MODULE: &'static str = crate::module::SCHEDULER;
+    const ACTION: &'static str = "asyncJob";
+    type Response = ();
+}
+
+/// `gateway → scheduler`: an agent reported the result of an asynchronous run. `Ok` means the
+/// module that asked for the run has stored it, so the gateway may acknowledge it to the agent
+/// (which then forgets its spooled copy).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunResult {
+    pub run_id: Id,
+    /// The job id (task id or cron id).
+    pub id: Id,
+    /// `queue` or `cron`.
+    pub kind: String,
+    /// The agent that reported it.
+    pub ip: String,
+    pub outcome: WorkerOutcome,
+}
+
+impl Message for RunResult {
+    const MODULE: &'static str = crate::module::SCHEDULER;
+    const ACTION: &'static str = "runResult";
+    type Response = Result<(), ApiError>;
+}
+
+/// `queue → scheduler`: cancel a run on its agent (queue stop). `Ok(true)` when the agent had
+/// the run and killed its worker's process group, `Ok(false)` when it did not have it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CancelRun {
+    pub run_id: Id,
+    pub ip: String,
+}
+
+impl Message for CancelRun {
+    const MODULE: &'static str = crate::module::SCHEDULER;
+    const ACTION: &'static str = "cancelRun";
+    type Response = Result<bool, ApiError>;
 }

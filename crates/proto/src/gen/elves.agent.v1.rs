@@ -15,7 +15,7 @@ pub struct EnrollReply {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct AgentMessage {
-    #[prost(oneof = "agent_message::Body", tags = "1, 2, 3")]
+    #[prost(oneof = "agent_message::Body", tags = "1, 2, 3, 4")]
     pub body: ::core::option::Option<agent_message::Body>,
 }
 /// Nested message and enum types in `AgentMessage`.
@@ -28,7 +28,17 @@ pub mod agent_message {
         Result(super::JobResult),
         #[prost(message, tag = "3")]
         Heartbeat(super::Heartbeat),
+        #[prost(message, tag = "4")]
+        Cancelled(super::Cancelled),
     }
+}
+/// The agent's answer to a Cancel: whether it had that run and killed its worker.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Cancelled {
+    #[prost(string, tag = "1")]
+    pub run_id: ::prost::alloc::string::String,
+    #[prost(bool, tag = "2")]
+    pub found: bool,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Hello {
@@ -81,6 +91,9 @@ pub struct RunJob {
     #[prost(bool, tag = "3")]
     pub sync: bool,
 }
+/// The result of a run. Asynchronous results are spooled on the agent's disk until the center
+/// acknowledges them (Ack) and are sent again after a reconnect; the center de-duplicates them
+/// by run id.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct JobResult {
     #[prost(string, tag = "1")]
@@ -93,6 +106,8 @@ pub struct JobResult {
     pub costtime: i64,
     #[prost(string, tag = "5")]
     pub result: ::prost::alloc::string::String,
+    #[prost(bool, tag = "6")]
+    pub sync: bool,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct CenterMessage {
