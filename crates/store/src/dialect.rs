@@ -33,6 +33,11 @@ const SQLITE: &[Migration] = &[
         name: "supervisor",
         sql: include_str!("../migrations/sqlite/0002_supervisor.sql"),
     },
+    Migration {
+        version: 3,
+        name: "queues",
+        sql: include_str!("../migrations/sqlite/0003_queues.sql"),
+    },
 ];
 
 impl Dialect {

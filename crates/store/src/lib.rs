@@ -14,6 +14,9 @@
 //!   bound agents, API keys ([`ApiKey`], with secrets the caller encrypted), admin users
 //!   ([`User`], with argon2 hashes) and the append-only audit log ([`AuditEntry`]). Every change
 //!   takes a [`Change`] and is audited in its own transaction.
+//! * Queues of the v2 API (`queue`): one [`QueueRow`] per queue and its [`TaskRow`]s, saved
+//!   together under optimistic concurrency (a version checked and bumped by every save), with
+//!   a unique run id per dispatched task so results find their queue.
 //!
 //! # Rules
 //!
@@ -38,12 +41,14 @@
 mod agents;
 mod dialect;
 mod migrate;
+mod queue;
 mod sqlite;
 mod supervisor;
 
 use sqlx::SqlitePool;
 
 pub use agents::{AgentRecord, Credential};
+pub use queue::{QueueRow, TaskRow};
 pub use supervisor::{
     ApiKey, App, AuditEntry, BindingChange, Change, MAX_AUDIT_PAGE, NewKey, NewVersion, Role, User,
     Version,

@@ -109,7 +109,11 @@ async fn reopening_is_idempotent_and_keeps_the_data() {
             .unwrap();
     assert_eq!(
         versions,
-        [(1, "agents".to_owned()), (2, "supervisor".to_owned())]
+        [
+            (1, "agents".to_owned()),
+            (2, "supervisor".to_owned()),
+            (3, "queues".to_owned())
+        ]
     );
     conn.close().await.unwrap();
 }
@@ -132,7 +136,7 @@ async fn concurrent_opens_of_a_new_database_apply_each_migration_once() {
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(n, 2);
+    assert_eq!(n, 3);
     conn.close().await.unwrap();
 }
 
@@ -153,7 +157,7 @@ async fn a_database_from_a_newer_build_is_refused() {
 
     assert_open_error(
         Store::open(&url(&path)).await,
-        "schema is at version 9999 but this build knows versions up to 2",
+        "schema is at version 9999 but this build knows versions up to 3",
     );
 }
 

@@ -102,7 +102,7 @@ async fn the_supervisor_migration_is_recorded_after_the_agents_one() {
             .await
             .unwrap();
     assert_eq!(
-        versions,
+        versions[..2],
         [(1, "agents".to_owned()), (2, "supervisor".to_owned())]
     );
     conn.close().await.unwrap();

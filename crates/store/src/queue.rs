@@ -1,0 +1,362 @@
+//! Queues of the v2 API and their tasks, as rows the queue module maps to and from its state
+//! machine (crate `elves-queue`).
+//!
+//! # Rules
+//!
+//! * A queue row carries a `version` for optimistic concurrency. [`Store::save_queue`] writes
+//!   only when the stored version is the one the caller read, and then adds 1, so of two
+//!   writers that read the same version exactly one wins; the loser re-reads and retries.
+//! * A save writes the queue row and every given task row in one `BEGIN IMMEDIATE`
+//!   transaction: either all of it lands or none of it does.
+//! * Task rows are upserted by id: a new id inserts the row, a known id overwrites it with the
+//!   given values. `seq` is the caller's (the task's index in its queue, that is the number of
+//!   tasks it had when the task was added); tasks are read back ordered by it.
+//! * A run id names at most one task across all queues, so a result finds its queue with
+//!   [`Store::queue_of_run`]. Giving a second task the same run id is an [`Error::Conflict`].
+//! * Statuses are the machine's spellings: `pendding`, `running`, `finish`, `stopped`; the
+//!   schema refuses any other.
+
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use crate::{Error, Store};
+
+/// One queue, without its tasks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueRow {
+    /// 16 hex characters.
+    pub id: String,
+    pub app: String,
+    /// The auth_id that created the queue.
+    pub owner: String,
+    /// `pendding`, `running`, `finish` or `stopped`.
+    pub status: String,
+    /// Optimistic concurrency: the stored value is 1 more after every successful save.
+    pub version: i64,
+    pub created_at_ms: i64,
+    pub committed_at_ms: Option<i64>,
+    /// Set when the queue became `finish` or `stopped`; retention purges by it.
+    pub finished_at_ms: Option<i64>,
+}
+
+/// One task of a queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskRow {
+    pub id: String,
+    pub queue_id: String,
+    /// Insertion order within the queue (0, 1, 2, …).
+    pub seq: i64,
+    pub ip: String,
+    pub mode: String,
+    pub func: String,
+    pub param: String,
+    pub timeout: i64,
+    pub proxy: String,
+    /// The id of the task of the same queue this one waits for.
+    pub depend_on: Option<String>,
+    /// `pendding`, `running`, `finish` or `stopped`.
+    pub status: String,
+    /// The id of the task's dispatch; unique across all queues.
+    pub run_id: Option<String>,
+    /// The machine's own error for the task, `""` when none.
+    pub error: String,
+    /// The result's flag; `None` while no result arrived.
+    pub result_flag: Option<bool>,
+    pub result_error: String,
+    pub worker_flag: Option<i64>,
+    pub worker_message: String,
+    pub worker_costtime: Option<i64>,
+    pub created_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+}
+
+// Column lists as macros, because sqlx takes only `&'static str` statements.
+macro_rules! queue_columns {
+    () => {
+        "id, app, owner, status, version, created_at_ms, committed_at_ms, finished_at_ms"
+    };
+}
+macro_rules! task_columns {
+    () => {
+        "id, queue_id, seq, ip, mode, func, param, timeout, proxy, depend_on, status, run_id, \
+         error, result_flag, result_error, worker_flag, worker_message, worker_costtime, \
+         created_at_ms, finished_at_ms"
+    };
+}
+
+/// Reads a queue row SELECTed with `queue_columns!`.
+fn queue_from_row(row: &SqliteRow) -> Result<QueueRow, sqlx::Error> {
+    Ok(QueueRow {
+        id: row.try_get(0)?,
+        app: row.try_get(1)?,
+        owner: row.try_get(2)?,
+        status: row.try_get(3)?,
+        version: row.try_get(4)?,
+        created_at_ms: row.try_get(5)?,
+        committed_at_ms: row.try_get(6)?,
+        finished_at_ms: row.try_get(7)?,
+    })
+}
+
+/// Reads a task row SELECTed with `task_columns!` (more columns than sqlx's tuples hold).
+fn task_from_row(row: &SqliteRow) -> Result<TaskRow, sqlx::Error> {
+    Ok(TaskRow {
+        id: row.try_get(0)?,
+        queue_id: row.try_get(1)?,
+        seq: row.try_get(2)?,
+        ip: row.try_get(3)?,
+        mode: row.try_get(4)?,
+        func: row.try_get(5)?,
+        param: row.try_get(6)?,
+        timeout: row.try_get(7)?,
+        proxy: row.try_get(8)?,
+        depend_on: row.try_get(9)?,
+        status: row.try_get(10)?,
+        run_id: row.try_get(11)?,
+        error: row.try_get(12)?,
+        result_flag: row.try_get(13)?,
+        result_error: row.try_get(14)?,
+        worker_flag: row.try_get(15)?,
+        worker_message: row.try_get(16)?,
+        worker_costtime: row.try_get(17)?,
+        created_at_ms: row.try_get(18)?,
+        finished_at_ms: row.try_get(19)?,
+    })
+}
+
+/// Whether `e` is the unique index on `queue_tasks.run_id` refusing a row.
+fn is_run_id_taken(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.is_unique_violation() && d.message().contains("run_id"))
+}
+
+impl Store {
+    /// Creates a queue row (its tasks come with [`Store::save_queue`]). The version is stored
+    /// as given. Fails with [`Error::Conflict`] when a queue with that id exists.
+    pub async fn create_queue(&self, q: &QueueRow) -> Result<(), Error> {
+        // One statement: the primary key decides the race.
+        let done = sqlx::query(concat!(
+            "INSERT INTO queues (",
+            queue_columns!(),
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+        ))
+        .bind(&q.id)
+        .bind(&q.app)
+        .bind(&q.owner)
+        .bind(&q.status)
+        .bind(q.version)
+        .bind(q.created_at_ms)
+        .bind(q.committed_at_ms)
+        .bind(q.finished_at_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| Error::db("cannot create a queue", e))?;
+        if done.rows_affected() == 0 {
+            return Err(Error::conflict(&format!("queue {} already exists", q.id)));
+        }
+        Ok(())
+    }
+
+    /// The queue with this id and its tasks ordered by `seq`, read from one snapshot; `None`
+    /// when there is no such queue.
+    pub async fn queue(&self, id: &str) -> Result<Option<(QueueRow, Vec<TaskRow>)>, Error> {
+        let what = "cannot read a queue";
+        // A (deferred) read transaction: the queue and its tasks come from the same snapshot.
+        let mut tx = self.pool.begin().await.map_err(|e| Error::db(what, e))?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            queue_columns!(),
+            " FROM queues WHERE id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| Error::db(what, e))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let queue = queue_from_row(&row).map_err(|e| Error::db(what, e))?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            task_columns!(),
+            " FROM queue_tasks WHERE queue_id = ? ORDER BY seq, rowid"
+        ))
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| Error::db("cannot read a queue's tasks", e))?;
+        tx.commit().await.map_err(|e| Error::db(what, e))?;
+        let tasks = rows
+            .iter()
+            .map(task_from_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::db("cannot read a queue's tasks", e))?;
+        Ok(Some((queue, tasks)))
+    }
+
+    /// Writes the queue row (status, `committed_at_ms`, `finished_at_ms`; the version becomes
+    /// `expected_version + 1`, whatever `q.version` says; id, app, owner and `created_at_ms`
+    /// never change) and upserts every given task row, in one `BEGIN IMMEDIATE` transaction,
+    /// only if the stored version equals `expected_version`.
+    ///
+    /// Returns `Ok(false)` and writes nothing when the stored version differs (a concurrent
+    /// writer won). Fails, writing nothing, with [`Error::NotFound`] when the queue does not
+    /// exist, and with [`Error::Conflict`] when a task row's `queue_id` is not `q.id`, its id
+    /// is a task of another queue, or its run id is another task's.
+    pub async fn save_queue(
+        &self,
+        q: &QueueRow,
+        tasks: &[TaskRow],
+        expected_version: i64,
+    ) -> Result<bool, Error> {
+        if let Some(t) = tasks.iter().find(|t| t.queue_id != q.id) {
+            return Err(Error::conflict(&format!(
+                "task {} belongs to queue {}, not to queue {}",
+                t.id, t.queue_id, q.id
+            )));
+        }
+        let mut tx = crate::sqlite::begin_immediate(&self.pool)
+            .await
+            .map_err(|e| Error::db("cannot begin to save a queue", e))?;
+        let done = sqlx::query(
+            "UPDATE queues
+             SET status = ?, committed_at_ms = ?, finished_at_ms = ?, version = ? + 1
+             WHERE id = ? AND version = ?",
+        )
+        .bind(&q.status)
+        .bind(q.committed_at_ms)
+        .bind(q.finished_at_ms)
+        .bind(expected_version)
+        .bind(&q.id)
+        .bind(expected_version)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| Error::db("cannot save a queue", e))?;
+        if done.rows_affected() == 0 {
+            let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM queues WHERE id = ?")
+                .bind(&q.id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| Error::db("cannot read a queue", e))?;
+            // Dropping the transaction rolls it back; nothing was written anyway.
+            return match exists {
+                Some(_) => Ok(false),
+                None => Err(Error::not_found(&format!("queue {} not found", q.id))),
+            };
+        }
+        for t in tasks {
+            let done = sqlx::query(concat!(
+                "INSERT INTO queue_tasks (",
+                task_columns!(),
+                ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (id) DO UPDATE SET
+                     seq = excluded.seq,
+                     ip = excluded.ip,
+                     mode = excluded.mode,
+                     func = excluded.func,
+                     param = excluded.param,
+                     timeout = excluded.timeout,
+                     proxy = excluded.proxy,
+                     depend_on = excluded.depend_on,
+                     status = excluded.status,
+                     run_id = excluded.run_id,
+                     error = excluded.error,
+                     result_flag = excluded.result_flag,
+                     result_error = excluded.result_error,
+                     worker_flag = excluded.worker_flag,
+                     worker_message = excluded.worker_message,
+                     worker_costtime = excluded.worker_costtime,
+                     created_at_ms = excluded.created_at_ms,
+                     finished_at_ms = excluded.finished_at_ms
+                 WHERE queue_tasks.queue_id = excluded.queue_id"
+            ))
+            .bind(&t.id)
+            .bind(&t.queue_id)
+            .bind(t.seq)
+            .bind(&t.ip)
+            .bind(&t.mode)
+            .bind(&t.func)
+            .bind(&t.param)
+            .bind(t.timeout)
+            .bind(&t.proxy)
+            .bind(&t.depend_on)
+            .bind(&t.status)
+            .bind(&t.run_id)
+            .bind(&t.error)
+            .bind(t.result_flag)
+            .bind(&t.result_error)
+            .bind(t.worker_flag)
+            .bind(&t.worker_message)
+            .bind(t.worker_costtime)
+            .bind(t.created_at_ms)
+            .bind(t.finished_at_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                if is_run_id_taken(&e) {
+                    Error::conflict(&format!(
+                        "run id {} is already another task's",
+                        t.run_id.as_deref().unwrap_or_default()
+                    ))
+                } else {
+                    Error::db("cannot save a queue's task", e)
+                }
+            })?;
+            if done.rows_affected() == 0 {
+                return Err(Error::conflict(&format!(
+                    "task {} belongs to another queue",
+                    t.id
+                )));
+            }
+        }
+        tx.commit()
+            .await
+            .map_err(|e| Error::db("cannot commit: save a queue", e))?;
+        Ok(true)
+    }
+
+    /// The id of the queue owning a task with this run id (for routing results), or `None`.
+    pub async fn queue_of_run(&self, run_id: &str) -> Result<Option<String>, Error> {
+        sqlx::query_scalar("SELECT queue_id FROM queue_tasks WHERE run_id = ?")
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| Error::db("cannot look up a run id", e))
+    }
+
+    /// The ids of the queues that have a task in status `running` (recovery at start),
+    /// sorted, each once.
+    pub async fn queues_with_running_tasks(&self) -> Result<Vec<String>, Error> {
+        sqlx::query_scalar(
+            "SELECT DISTINCT queue_id FROM queue_tasks WHERE status = 'running' ORDER BY queue_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| Error::db("cannot list queues with running tasks", e))
+    }
+
+    /// Deletes at most `limit` queues in status `finish` or `stopped` whose `finished_at_ms`
+    /// is before `before_ms`, oldest first, with their tasks. Returns how many queues went.
+    /// A `limit` of 0 or less deletes nothing.
+    pub async fn purge_queues(&self, before_ms: i64, limit: i64) -> Result<u64, Error> {
+        if limit <= 0 {
+            // SQLite reads a negative LIMIT as "no limit".
+            return Ok(0);
+        }
+        // One statement, so atomic on its own; tasks go by ON DELETE CASCADE.
+        let done = sqlx::query(
+            "DELETE FROM queues WHERE id IN (
+                 SELECT id FROM queues
+                 WHERE status IN ('finish', 'stopped') AND finished_at_ms < ?
+                 ORDER BY finished_at_ms, id
+                 LIMIT ?
+             )",
+        )
+        .bind(before_ms)
+        .bind(limit)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| Error::db("cannot purge queues", e))?;
+        Ok(done.rows_affected())
+    }
+}
