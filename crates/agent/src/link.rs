@@ -274,11 +274,11 @@ impl Agent {
         match m.body {
             Some(center_message::Body::Run(run)) => {
                 // The center may send a run again (recovery): never run it twice.
-                if !run.sync {
-                    if let Some(done) = self.spool.get(&run.run_id) {
-                        let _ = tx.try_send(result_message(done));
-                        return;
-                    }
+                if !run.sync
+                    && let Some(done) = self.spool.get(&run.run_id)
+                {
+                    let _ = tx.try_send(result_message(done));
+                    return;
                 }
                 let token = CancellationToken::new();
                 {

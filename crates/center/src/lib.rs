@@ -49,7 +49,6 @@ impl Center {
         let mut tasks = JoinSet::new();
 
         for (module, on) in [
-            ("queue", cfg.modules.queue),
             ("cron", cfg.modules.cron),
             ("heartbeat", cfg.modules.heartbeat),
             ("supervisor", cfg.modules.supervisor),
@@ -64,6 +63,13 @@ impl Center {
 
         if cfg.modules.scheduler {
             elves_scheduler::Service::start(elves_scheduler::Options::default(), &bus);
+        }
+        if cfg.modules.queue {
+            let opts = elves_queue::Options {
+                retention: std::time::Duration::from_secs(cfg.queue.retention_secs),
+                ..elves_queue::Options::default()
+            };
+            elves_queue::Service::start(opts, &bus, store.clone(), cancel.clone());
         }
 
         let agents_listen: SocketAddr = cfg.agents.listen.parse().context("agents.listen")?;
@@ -90,7 +96,7 @@ impl Center {
                 auth_key: cfg.auth.key.clone(),
                 policy: policy(&cfg),
                 modules: elves_openapi::Modules {
-                    queue: false,
+                    queue: cfg.modules.queue,
                     cron: false,
                     supervisor: false,
                 },

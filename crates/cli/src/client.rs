@@ -45,6 +45,129 @@ pub enum RtCmd {
     },
 }
 
+/// The task options shared by `queue add` and `queue quick`.
+#[derive(Args, Clone, Debug)]
+pub struct TaskArgs {
+    #[arg(long)]
+    ip: String,
+    #[arg(long)]
+    func: String,
+    /// The param, JSON text.
+    #[arg(long)]
+    param: Option<String>,
+    /// NP (default) or P (also hand the result to the app's processor).
+    #[arg(long)]
+    mode: Option<String>,
+    /// Seconds; 0 = no limit.
+    #[arg(long)]
+    timeout: Option<String>,
+    #[arg(long)]
+    proxy: Option<String>,
+}
+
+impl TaskArgs {
+    fn push<'a>(&'a self, p: &mut Vec<(&'static str, &'a str)>) {
+        p.push(("ip", &self.ip));
+        p.push(("func", &self.func));
+        for (k, v) in [
+            ("param", &self.param),
+            ("mode", &self.mode),
+            ("timeout", &self.timeout),
+            ("proxy", &self.proxy),
+        ] {
+            if let Some(v) = v {
+                p.push((k, v));
+            }
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum QueueCmd {
+    /// Creates a pending queue for APP; prints its id.
+    Create {
+        #[command(flatten)]
+        creds: Creds,
+        #[arg(long)]
+        app: String,
+    },
+    /// Adds a task to a pending queue.
+    Add {
+        #[command(flatten)]
+        creds: Creds,
+        #[arg(long)]
+        queue_id: String,
+        #[command(flatten)]
+        task: TaskArgs,
+        /// A task of the same queue this one waits for.
+        #[arg(long)]
+        depend_task_id: Option<String>,
+    },
+    /// Commits a queue: its root tasks start.
+    Commit {
+        #[command(flatten)]
+        creds: Creds,
+        #[arg(long)]
+        queue_id: String,
+    },
+    /// Stops a queue: pending tasks stop, running ones are cancelled on their agents.
+    Stop {
+        #[command(flatten)]
+        creds: Creds,
+        #[arg(long)]
+        queue_id: String,
+    },
+    /// Prints every task's status and result.
+    Result {
+        #[command(flatten)]
+        creds: Creds,
+        #[arg(long)]
+        queue_id: String,
+    },
+    /// A queue of one task, committed at once.
+    Quick {
+        #[command(flatten)]
+        creds: Creds,
+        #[arg(long)]
+        app: String,
+        #[command(flatten)]
+        task: TaskArgs,
+    },
+}
+
+pub fn queue(cmd: QueueCmd) -> ExitCode {
+    match cmd {
+        QueueCmd::Create { creds, app } => call(&creds, "/api/v2/queue/create", &[("app", &app)]),
+        QueueCmd::Add {
+            creds,
+            queue_id,
+            task,
+            depend_task_id,
+        } => {
+            let mut p = vec![("queue_id", queue_id.as_str())];
+            task.push(&mut p);
+            if let Some(d) = &depend_task_id {
+                p.push(("depend_task_id", d));
+            }
+            call(&creds, "/api/v2/queue/addtask", &p)
+        }
+        QueueCmd::Commit { creds, queue_id } => {
+            call(&creds, "/api/v2/queue/commit", &[("queue_id", &queue_id)])
+        }
+        QueueCmd::Stop { creds, queue_id } => {
+            call(&creds, "/api/v2/queue/stop", &[("queue_id", &queue_id)])
+        }
+        QueueCmd::Result { creds, queue_id } => {
+            call(&creds, "/api/v2/queue/result", &[("queue_id", &queue_id)])
+        }
+        QueueCmd::Quick { creds, app, task } => {
+            let mut p = vec![("app", app.as_str())];
+            task.push(&mut p);
+            call(&creds, "/api/v2/queue/qksqueue", &p)
+        }
+    }
+}
+
 #[derive(Args)]
 pub struct SignArgs {
     #[command(flatten)]

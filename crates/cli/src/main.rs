@@ -1,6 +1,7 @@
 //! `elves`: every role in one binary (operations.md).
 
 mod client;
+mod cron_next;
 mod up;
 
 use std::path::PathBuf;
@@ -41,8 +42,45 @@ enum Cmd {
         #[command(subcommand)]
         cmd: client::RtCmd,
     },
+    /// Queues of dependent tasks.
+    Queue {
+        #[command(subcommand)]
+        cmd: client::QueueCmd,
+    },
+    /// Cron rules.
+    Cron {
+        #[command(subcommand)]
+        cmd: CronCmd,
+    },
+    /// App packages.
+    App {
+        #[command(subcommand)]
+        cmd: AppCmd,
+    },
     /// Prints the signed query string for a request to PATH with k=v parameters.
     Sign(client::SignArgs),
+}
+
+#[derive(Subcommand)]
+enum CronCmd {
+    /// Prints the next fire times of a Quartz rule.
+    Next(cron_next::CronNextArgs),
+}
+
+#[derive(Subcommand)]
+enum AppCmd {
+    /// Builds APP_VERSION.zip from an app directory.
+    Pack {
+        /// The app directory (its content becomes the package's top level).
+        dir: PathBuf,
+        #[arg(long)]
+        app: String,
+        #[arg(long)]
+        version: String,
+        /// Where to write the package (default: the current directory).
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -62,6 +100,21 @@ fn main() -> ExitCode {
             elves_agent::main_with(Some(&config))
         }
         Cmd::Rt { cmd } => return client::rt(cmd),
+        Cmd::Queue { cmd } => return client::queue(cmd),
+        Cmd::Cron {
+            cmd: CronCmd::Next(args),
+        } => cron_next::run(args),
+        Cmd::App {
+            cmd:
+                AppCmd::Pack {
+                    dir,
+                    app,
+                    version,
+                    out,
+                },
+        } => elves_agent::pack::pack(&dir, &app, &version, &out)
+            .map(|path| println!("{}", path.display()))
+            .map_err(Into::into),
         Cmd::Sign(args) => client::sign(args),
     };
     match result {

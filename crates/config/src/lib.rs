@@ -152,6 +152,22 @@ impl Default for Agents {
     }
 }
 
+/// `[queue]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Queue {
+    /// How long finished and stopped queues are kept, in seconds (default 7 days).
+    pub retention_secs: u64,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Queue {
+            retention_secs: 7 * 86_400,
+        }
+    }
+}
+
 /// The center's whole configuration.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -163,6 +179,7 @@ pub struct CenterConfig {
     pub store: Store,
     pub bus: Bus,
     pub agents: Agents,
+    pub queue: Queue,
     /// Simple mode: the app versions every agent should run.
     pub apps: BTreeMap<String, String>,
 }
@@ -237,7 +254,7 @@ impl CenterConfig {
     /// Defaults, then `file`, then `ELVES_…` variables, then [`CenterConfig::validate`].
     pub fn load(file: Option<&Path>) -> Result<CenterConfig, Error> {
         const SECTIONS: &[&str] = &[
-            "server", "auth", "admin", "modules", "store", "bus", "agents", "apps",
+            "server", "auth", "admin", "modules", "store", "bus", "agents", "queue", "apps",
         ];
         let cfg: CenterConfig = load(file, SECTIONS)?;
         cfg.validate()?;

@@ -171,7 +171,7 @@ async fn handle(
     // Step 9.
     route.check_module(&app.opts.modules)?;
     // Steps 10–12.
-    routes::serve(route, params, &app.bus).await
+    routes::serve(route, params, &pre.auth_id, &app.bus).await
 }
 
 #[cfg(test)]

@@ -6,9 +6,11 @@
 //! dependency did not succeed is `stopped`, and so is its subtree. `stop` stops what is
 //! pending and cancels what runs on the agents.
 //!
-//! Today this crate holds only that contract as a pure state machine ([`machine`]): no I/O,
-//! no runtime, no clock. The module wiring (store, bus messages, run ids, times) comes later
-//! and drives the machine: it persists the queue after each transition and only then carries
-//! out the [`machine::Effect`]s the transition returned.
+//! The contract lives in a pure state machine ([`machine`]): no I/O, no runtime, no clock.
+//! The module ([`service`]) drives it: it persists the queue after each transition and only
+//! then carries out the [`machine::Effect`]s the transition returned.
 
 pub mod machine;
+mod service;
+
+pub use service::{MAX_TASKS, Options, Service};

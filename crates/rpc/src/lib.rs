@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 
 pub mod done;
 pub mod gateway;
+pub mod queue;
 pub mod scheduler;
 
 /// A bus message: where it goes and what it answers.

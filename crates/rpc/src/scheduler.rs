@@ -47,6 +47,10 @@ impl Message for SyncJob {
 pub struct AsyncJob {
     pub run_id: Id,
     pub instruct: Instruct,
+    /// A run sent again to reconcile after a restart: the agent runs it only if it never got
+    /// it, and a delivery failure is not reported (the agent may just be reconnecting).
+    #[serde(default)]
+    pub redelivery: bool,
 }
 
 impl Message for AsyncJob {

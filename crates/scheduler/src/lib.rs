@@ -101,7 +101,7 @@ impl Service {
 /// Delivers an asynchronous run; a delivery failure goes straight back to its module.
 async fn async_job(bus: &Bus, m: AsyncJob) {
     let kind = m.instruct.kind.clone();
-    let (run_id, id) = (m.run_id, m.instruct.id);
+    let (run_id, id, redelivery) = (m.run_id, m.instruct.id, m.redelivery);
     let failure = match bus
         .call(
             Dispatch {
@@ -120,6 +120,10 @@ async fn async_job(bus: &Bus, m: AsyncJob) {
             ErrorCode::SendJobFail.into()
         }
     };
+    if redelivery {
+        tracing::debug!(%run_id, "redelivery failed; the run stays with its agent");
+        return;
+    }
     if let Err(e) = hand_back(
         bus,
         &kind,
@@ -269,6 +273,7 @@ mod tests {
                 timeout: 5,
                 proxy: String::new(),
             },
+            redelivery: false,
         }
     }
 
