@@ -7,174 +7,20 @@
 //! processes live in a guard that stops them on drop, and their stderr goes to files in the
 //! test's temporary directory, printed when a case fails. Every wait is a bounded poll.
 
-use std::fs;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+mod common;
 
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
 use elves_sign::{SignType, signed_query};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_elves");
-const RT: &str = "/api/v2/rt/exec";
-const AUTH_ID: &str = "E2E0A1B2C3D4E5F6";
-const AUTH_KEY: &str = "e2e-simple-key-9Zq";
-const TOKEN: &str = "e2e-enrollment-token-7c1f";
-const APP: &str = "e2eapp";
-const IP_A: &str = "127.0.0.2";
-const IP_B: &str = "127.0.0.3";
-const IP_UNKNOWN: &str = "127.0.0.99";
-const SEND_FAIL: &str = "[410.1]Send Job To Agent Fail";
-
-/// How long processes get to come up, and waits in general.
-const READY_LIMIT: Duration = Duration::from_secs(10);
-
 // ---------------------------------------------------------------------------------------
-// Processes.
-
-/// One child process of the test, with its stderr in a file.
-struct Proc {
-    name: String,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    /// Starts `elves --log-format json ROLE --config CONFIG` in `cwd`, without any `ELVES_`
-    /// variable of the test's environment.
-    fn start(name: &str, role: &str, config: &Path, cwd: &Path) -> Proc {
-        let log = cwd.join(format!("{name}.stderr"));
-        let err = fs::File::create(&log).expect("creating the stderr file");
-        let child = elves_command(&["--log-format", "json", role, "--config"], config, cwd)
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        Proc {
-            name: name.to_owned(),
-            child,
-            log,
-        }
-    }
-
-    fn stderr(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal_term(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
-
-    /// Waits for the process to exit until `deadline`, then kills it.
-    fn reap(&mut self, deadline: Instant) {
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(_)) | Err(_) => return,
-                Ok(None) if Instant::now() >= deadline => {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    return;
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
-    }
-
-    /// SIGTERM (so an agent kills its workers' process groups), then SIGKILL after 3 s.
-    fn stop(&mut self) {
-        self.signal_term();
-        self.reap(Instant::now() + Duration::from_secs(3));
-    }
-}
-
-fn elves_command(args: &[&str], config: &Path, cwd: &Path) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .arg(config)
-        .current_dir(cwd)
-        .stdin(Stdio::null());
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("ELVES_") {
-            cmd.env_remove(&k);
-        }
-    }
-    cmd
-}
-
-/// Every process of the test; stops them all when dropped, and prints their stderr when
-/// the test is failing.
-#[derive(Default)]
-struct Procs(Vec<Proc>);
-
-impl Procs {
-    fn get(&self, name: &str) -> &Proc {
-        self.0
-            .iter()
-            .find(|p| p.name == name)
-            .unwrap_or_else(|| panic!("no process {name}"))
-    }
-
-    fn stop(&mut self, name: &str) {
-        if let Some(p) = self.0.iter_mut().find(|p| p.name == name) {
-            p.stop();
-        }
-    }
-}
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for p in &mut self.0 {
-            p.signal_term();
-        }
-        let deadline = Instant::now() + Duration::from_secs(3);
-        for p in &mut self.0 {
-            p.reap(deadline);
-        }
-        if std::thread::panicking() {
-            for p in &self.0 {
-                let text = p.stderr();
-                let tail = &text[text.len().saturating_sub(8000)..];
-                eprintln!("----- stderr of {} (tail) -----\n{tail}", p.name);
-            }
-        }
-    }
-}
-
-/// Polls `f` every 25 ms until it gives a value, for at most `limit`.
-fn poll<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "gave up after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
-/// The JSON log lines of a process whose `fields.message` is `message`.
-fn log_events(p: &Proc, message: &str) -> Vec<Value> {
-    p.stderr()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["fields"]["message"] == message)
-        .collect()
-}
-
-// ---------------------------------------------------------------------------------------
-// The cluster.
+// The agents' apps.
 
 /// The worker of the test app. `$1` app, `$2` func, `$3` base64 of the param.
 const WORKER: &str = r#"#!/bin/sh
@@ -207,16 +53,8 @@ const OTHER_SH: &str = "printf '<ElvesWFlag>true</ElvesWFlag><ElvesWResult>via-s
 /// Run by `proxy = "other-exec"`.
 const OTHER_EXEC: &str = "#!/bin/sh\nprintf '<ElvesWFlag>true</ElvesWFlag><ElvesWResult>via-exec|%s|%s</ElvesWResult>' \"$1\" \"$2\"\n";
 
-fn write_file(path: &Path, text: &str, mode: u32) {
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    fs::write(path, text).unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
-}
-
-/// Writes an agent's directory (`dir/name`: config, data_dir, apps_dir and apps) and
-/// returns `(config path, the agent's directory)`.
-fn write_agent(dir: &Path, name: &str, ip: &str, agents: SocketAddr) -> (PathBuf, PathBuf) {
-    let home = dir.join(name);
+/// Writes an agent's apps (see [`PrepareAgent`]).
+fn prepare_agent(home: &Path, ip: &str) -> String {
     let apps = home.join("apps");
     let app = apps.join(APP);
     write_file(&app.join("app-worker"), &WORKER.replace("@IP@", ip), 0o755);
@@ -229,224 +67,11 @@ fn write_agent(dir: &Path, name: &str, ip: &str, agents: SocketAddr) -> (PathBuf
     // directory with a worker that is not installed.
     fs::create_dir_all(apps.join("noentry")).unwrap();
     write_file(&apps.join("ghost/app-worker"), WORKER, 0o755);
-    let config = home.join("agent.toml");
-    let text = format!(
-        "ip = '{ip}'\nasset = '{name}'\ncenter = 'http://{agents}'\ntoken = '{TOKEN}'\n\
-         data_dir = '{data}'\napps_dir = '{apps}'\n\n[apps]\n{APP} = '1.0.0'\nnoentry = '1.0.0'\nnodir = '1.0.0'\n",
-        data = home.join("data").display(),
-        apps = apps.display(),
-    );
-    fs::write(&config, text).unwrap();
-    (config, home)
-}
-
-struct Cluster {
-    procs: Procs,
-    api: Api,
-    agents: SocketAddr,
-    // Declared last: removed after the processes are stopped.
-    dir: tempfile::TempDir,
-}
-
-impl Cluster {
-    fn start() -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let mut procs = Procs::default();
-        let center_dir = dir.path().join("center");
-        fs::create_dir_all(&center_dir).unwrap();
-        let config = center_dir.join("center.toml");
-        fs::write(
-            &config,
-            format!(
-                "[server]\nlisten = '127.0.0.1:0'\n[auth]\nid = '{AUTH_ID}'\nkey = '{AUTH_KEY}'\n\
-                 [agents]\nlisten = '127.0.0.1:0'\ntoken = '{TOKEN}'\n[store]\nurl = 'sqlite://{db}'\n",
-                db = center_dir.join("elves.db").display()
-            ),
-        )
-        .unwrap();
-        procs
-            .0
-            .push(Proc::start("center", "center", &config, &center_dir));
-        // The center binds port 0 and logs where it listens.
-        let (api, agents) = poll("the center to start", READY_LIMIT, || {
-            let started = log_events(procs.get("center"), "center started").pop();
-            if started.is_none() {
-                let exited = procs.0[0].child.try_wait().unwrap();
-                assert!(exited.is_none(), "the center exited: {exited:?}");
-            }
-            let f = &started?["fields"];
-            let addr = |k: &str| f[k].as_str()?.parse::<SocketAddr>().ok();
-            Some((addr("api")?, addr("agents")?))
-        });
-        let mut c = Cluster {
-            procs,
-            api: Api { addr: api },
-            agents,
-            dir,
-        };
-        for (name, ip) in [("agent-a", IP_A), ("agent-b", IP_B)] {
-            c.start_agent(name, ip);
-        }
-        for ip in [IP_A, IP_B] {
-            c.wait_agent(ip);
-        }
-        c
-    }
-
-    fn start_agent(&mut self, name: &str, ip: &str) -> PathBuf {
-        let (config, home) = write_agent(self.dir.path(), name, ip, self.agents);
-        self.procs
-            .0
-            .push(Proc::start(name, "agent", &config, &home));
-        home
-    }
-
-    /// Polls rt/exec on the agent until it stops answering 410.1.
-    fn wait_agent(&self, ip: &str) {
-        poll(&format!("agent {ip} to link"), READY_LIMIT, || {
-            let env = self.api.get(
-                &self
-                    .api
-                    .signed(&[("ip", ip), ("app", APP), ("func", "who")]),
-            );
-            (env.json["error"] != SEND_FAIL).then_some(())
-        });
-    }
+    format!("{APP} = '1.0.0'\nnoentry = '1.0.0'\nnodir = '1.0.0'\n")
 }
 
 // ---------------------------------------------------------------------------------------
-// HTTP and signing.
-
-fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-struct Resp {
-    status: u16,
-    content_type: String,
-    json: Value,
-}
-
-struct Api {
-    addr: SocketAddr,
-}
-
-impl Api {
-    /// A signed query string (MD5, now, the configured id and key).
-    fn query(&self, params: &[(&str, &str)]) -> String {
-        signed_query(
-            RT,
-            params,
-            AUTH_ID,
-            AUTH_KEY,
-            SignType::Md5,
-            now_secs(),
-            None,
-        )
-    }
-
-    /// `RT?` + a signed query.
-    fn signed(&self, params: &[(&str, &str)]) -> String {
-        format!("{RT}?{}", self.query(params))
-    }
-
-    fn get(&self, target: &str) -> Resp {
-        self.send("GET", target, None)
-    }
-
-    /// A POST with a form body.
-    fn post(&self, target: &str, body: &str) -> Resp {
-        self.send(
-            "POST",
-            target,
-            Some(("application/x-www-form-urlencoded", body)),
-        )
-    }
-
-    /// One HTTP/1.1 request on a fresh connection, with an optional `(content type, body)`;
-    /// the answer must be JSON.
-    fn send(&self, method: &str, target: &str, body: Option<(&str, &str)>) -> Resp {
-        let mut s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))
-            .expect("connecting to the API");
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut req = format!(
-            "{method} {target} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-            self.addr
-        );
-        if let Some((ty, b)) = body {
-            req.push_str(&format!(
-                "Content-Type: {ty}\r\nContent-Length: {}\r\n",
-                b.len()
-            ));
-        }
-        req.push_str("\r\n");
-        req.push_str(body.map(|(_, b)| b).unwrap_or_default());
-        s.write_all(req.as_bytes()).unwrap();
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).expect("reading the answer");
-        let raw = String::from_utf8(raw).expect("the answer is UTF-8");
-        let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
-        let mut lines = head.lines();
-        let status: u16 = lines
-            .next()
-            .unwrap()
-            .split(' ')
-            .nth(1)
-            .unwrap()
-            .parse()
-            .unwrap();
-        let mut content_type = String::new();
-        let mut chunked = false;
-        for l in lines {
-            let (k, v) = l.split_once(':').unwrap();
-            match k.trim().to_ascii_lowercase().as_str() {
-                "content-type" => content_type = v.trim().to_owned(),
-                "transfer-encoding" => chunked = v.trim().eq_ignore_ascii_case("chunked"),
-                _ => {}
-            }
-        }
-        let body = if chunked {
-            dechunk(body)
-        } else {
-            body.to_owned()
-        };
-        let json = serde_json::from_str(&body)
-            .unwrap_or_else(|e| panic!("{method} {target}: the answer is not JSON ({e}): {body}"));
-        Resp {
-            status,
-            content_type,
-            json,
-        }
-    }
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    loop {
-        let (size, rest) = body.split_once("\r\n").expect("a chunk size");
-        let size = usize::from_str_radix(size.trim(), 16).expect("a hex chunk size");
-        if size == 0 {
-            return out;
-        }
-        out.push_str(&rest[..size]);
-        body = &rest[size + 2..];
-    }
-}
-
-/// Checks the v2 transport (HTTP 200, JSON content type) and returns the envelope.
-fn envelope(what: &str, r: Resp) -> Value {
-    assert_eq!(r.status, 200, "{what}: HTTP status; body {}", r.json);
-    assert_eq!(
-        r.content_type, "application/json; charset=utf-8",
-        "{what}: content type"
-    );
-    assert!(r.json["flag"].is_string(), "{what}: flag is a string");
-    r.json
-}
+// Checks.
 
 /// Checks a successful rt/exec envelope and returns its result.
 fn rt_result(what: &str, r: Resp) -> Value {
@@ -456,7 +81,7 @@ fn rt_result(what: &str, r: Resp) -> Value {
     let res = env["result"].clone();
     let id = res["id"].as_str().unwrap_or_default();
     assert!(
-        id.len() == 16 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'A'..=b'F')),
+        is_id(id),
         "{what}: id {id:?} is not 16 upper-case hex characters"
     );
     assert!(res["worker_flag"].is_i64(), "{what}: worker_flag: {res}");
@@ -483,41 +108,13 @@ fn with(target: &str, name: &str, value: Option<&str>) -> String {
     format!("{path}?{}", parts.join("&"))
 }
 
-/// The catalogue text of a code (api-v2 §7).
-fn err(code: &str) -> String {
-    let text = match code {
-        "401.1" => "Unauthorized Missing Sign Param",
-        "401.2" => "Unauthorized AuthId Is Illegal",
-        "401.3" => "Unauthorized SignType Is Illegal",
-        "401.4" => "Unauthorized Sign Length Is Illegal",
-        "401.5" => "Unauthorized Sign Error",
-        "401.7" => "Unauthorized Sign Timeout",
-        "401.8" => "Unauthorized Timestamp Is Illegal",
-        "401.9" => "Unauthorized Nonce Reused",
-        "403.1" => "Request Params (ip) Illegal",
-        "403.2" => "Request Params (param) Illegal",
-        "403.3" => "Request Params (app) Illegal",
-        "403.7" => "Request Params (func) Illegal",
-        "403.8" => "Request Params (timeout) Illegal",
-        "410.1" => "Send Job To Agent Fail",
-        _ => panic!("no catalogue entry for {code}"),
-    };
-    format!("[{code}]{text}")
-}
-
-fn check_refused(what: &str, r: Resp, code: &str) {
-    let env = envelope(what, r);
-    assert_eq!(env["flag"], "false", "{what}: {env}");
-    assert_eq!(env["error"], err(code), "{what}: {env}");
-}
-
 // ---------------------------------------------------------------------------------------
 // The cases.
 
 #[test]
 fn rt_exec_end_to_end() {
     let started = Instant::now();
-    let mut c = Cluster::start();
+    let mut c = Cluster::start(prepare_agent);
     eprintln!("cluster up in {:?}", started.elapsed());
     std::thread::scope(|s| {
         // The slow cases (each waits for a 1 s timeout) run next to the others.
@@ -692,16 +289,6 @@ fn worker_outcomes_through_the_api(c: &Cluster) {
     );
 }
 
-/// Is `pid` gone, or a zombie nobody reaped yet?
-fn is_dead(pid: u32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-    }
-}
-
 /// Cases 2 (timeout) and 3: a timed-out worker is reported as such, and its whole process
 /// group dies, including a grandchild it started in the background.
 fn timeout_kills_the_grandchild(c: &Cluster) {
@@ -748,21 +335,6 @@ fn timeout_kills_the_grandchild(c: &Cluster) {
         Duration::from_secs(2),
         || is_dead(pid).then_some(()),
     );
-}
-
-/// `base` with the parameters of `extra` replacing those of the same name; a value of
-/// `<absent>` removes the parameter.
-fn overridden<'a>(
-    base: &[(&'a str, &'a str)],
-    extra: &[(&'a str, &'a str)],
-) -> Vec<(&'a str, &'a str)> {
-    let mut p: Vec<(&str, &str)> = base
-        .iter()
-        .filter(|(k, _)| !extra.iter().any(|(e, _)| e == k))
-        .copied()
-        .collect();
-    p.extend(extra.iter().filter(|(_, v)| *v != "<absent>"));
-    p
 }
 
 /// Case 4: every 401.x and 403.x of rt/exec, and the earlier check winning when two things
