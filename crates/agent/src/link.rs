@@ -72,6 +72,9 @@ pub struct Agent {
     installed: Mutex<BTreeMap<String, String>>,
     running: Mutex<HashMap<String, CancellationToken>>,
     spool: Spool,
+    /// The sender of the link that is up now, if any: a job that outlives the link it came
+    /// on sends its result on this one.
+    current: Mutex<Option<mpsc::Sender<AgentMessage>>>,
 }
 
 enum LinkEnd {
@@ -95,6 +98,7 @@ impl Agent {
             installed: Mutex::new(installed),
             running: Mutex::new(HashMap::new()),
             spool,
+            current: Mutex::new(None),
         }
     }
 
@@ -239,6 +243,7 @@ impl Agent {
         };
         tracing::info!(center = %self.cfg.center, ip = %self.cfg.ip, "linked to the center");
         backoff.reset();
+        *self.current.lock().expect("current poisoned") = Some(tx.clone());
         // Results finished while the link was down (or before a restart) go up first.
         self.replay_spool(&tx);
 
@@ -381,7 +386,17 @@ impl Agent {
             .lock()
             .expect("running poisoned")
             .remove(&run.run_id);
-        if tx.send(msg).await.is_err() {
+        let Err(mpsc::error::SendError(msg)) = tx.send(msg).await else {
+            return;
+        };
+        // The link the run came on is gone: an async result goes up the link that is up now,
+        // if another one is (else it waits in the spool for the next link).
+        let current = self.current.lock().expect("current poisoned").clone();
+        let resent = match current {
+            Some(now) if !run.sync && !now.same_channel(&tx) => now.send(msg).await.is_ok(),
+            _ => false,
+        };
+        if !resent {
             tracing::info!(run_id = %run.run_id, sync = run.sync, "result not sent now: the link it came on is gone");
         }
     }
