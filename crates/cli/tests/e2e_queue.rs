@@ -202,12 +202,13 @@ fn queues_end_to_end() {
     let started = Instant::now();
     let mut c = Cluster::start_on(prepare_agent, free_port(), free_port());
     eprintln!("cluster up in {:?}", started.elapsed());
-    let cases: [(&str, Case); 5] = [
+    let cases: [(&str, Case); 6] = [
         ("tree", a_tree_with_a_failing_branch),
         ("stop", stop_kills_a_running_task_at_once),
         ("qksqueue", qksqueue_runs_one_task),
         ("refusals", refusals_in_check_order),
         ("delivery", undeliverable_task_stops_its_dependant),
+        ("restart", center_killed_mid_queue_runs_each_task_once),
     ];
     let mut took = BTreeMap::new();
     for (name, case) in cases {
@@ -444,4 +445,43 @@ fn undeliverable_task_stops_its_dependant(c: &mut Cluster) {
         ],
     );
     assert!(!runs(c).iter().any(|l| l.ends_with("ok_s5b")));
+}
+
+/// Case 6: the center is killed (SIGKILL) while a task runs and started again on the same
+/// config; the running task's result is not lost, its dependant then runs, and each runs
+/// exactly once.
+fn center_killed_mid_queue_runs_each_task_once(c: &mut Cluster) {
+    let q = create(c);
+    let s = add(c, &q, IP_A, "slow_s6", "");
+    let d = add(c, &q, IP_B, "ok_s6", &s);
+    commit(c, &q);
+    poll("the slow task to start", READY_LIMIT, || {
+        runs(c).iter().any(|l| l == "start slow_s6").then_some(())
+    });
+    let (api, agents) = (c.api.addr, c.agents);
+    c.procs.get_mut("center").kill9();
+    c.start_center("center-2");
+    assert_eq!((c.api.addr, c.agents), (api, agents), "the same ports");
+    let r = terminal(c, &q);
+    check_tasks(
+        "after the restart",
+        &r,
+        &[
+            (
+                &s,
+                finished("", "true", "", 1, &format!("slow slow_s6 on {IP_A}")),
+            ),
+            (
+                &d,
+                finished(&s, "true", "", 1, &format!("ok ok_s6 on {IP_B}")),
+            ),
+        ],
+    );
+    let log = runs(c);
+    assert!(
+        line_at(&log, "end slow_s6") < line_at(&log, "start ok_s6"),
+        "{log:#?}"
+    );
+    line_at(&log, "start slow_s6");
+    line_at(&log, "end ok_s6");
 }
