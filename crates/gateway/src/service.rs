@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -111,7 +111,9 @@ impl Service {
             .tcp_nodelay(true)
             .add_service(svc)
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(self.listener),
+                // `tcp_nodelay` on the builder does not apply to an incoming stream we pass in:
+                // set it here, or Nagle holds each job until the agent's delayed ACK (~40 ms).
+                tonic::transport::server::TcpIncoming::from(self.listener).with_nodelay(Some(true)),
                 cancel.cancelled_owned(),
             )
             .await
