@@ -9,10 +9,12 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub mod cron;
 pub mod done;
 pub mod gateway;
 pub mod queue;
 pub mod scheduler;
+pub mod supervisor;
 
 /// A bus message: where it goes and what it answers.
 pub trait Message: Serialize + DeserializeOwned + Send + 'static {

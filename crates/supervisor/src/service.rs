@@ -1,0 +1,141 @@
+//! The supervisor module's bus handlers.
+
+use std::sync::Arc;
+
+use elves_bus::Bus;
+use elves_rpc::supervisor::{AccessFacts, Admin, AgentList, AppInfo, Facts, GetKey, KeyInfo};
+use elves_store::Store;
+use elves_types::{ApiError, Clock, ErrorCode, Id, SystemClock};
+use serde_json::{Value, json};
+
+use crate::secrets::{CenterKey, decrypt_secret};
+
+/// The supervisor module's settings.
+#[derive(Clone)]
+pub struct Options {
+    /// The center secret that encrypts API-key secrets at rest (at least 16 bytes).
+    pub center_secret: String,
+    /// Formats instants (Unix ms) for API results: `yyyy-MM-dd HH:mm:ss` in the center's zone.
+    pub time_format: TimeFormat,
+}
+
+/// Formats a Unix-ms instant for API results.
+pub type TimeFormat = Arc<dyn Fn(i64) -> String + Send + Sync>;
+
+/// The running supervisor module.
+pub struct Service;
+
+pub(crate) struct Inner {
+    pub(crate) store: Store,
+    pub(crate) key: CenterKey,
+    pub(crate) clock: SystemClock,
+    pub(crate) time_format: TimeFormat,
+}
+
+pub(crate) fn store_err(e: elves_store::Error) -> ApiError {
+    match e {
+        elves_store::Error::NotFound(m) | elves_store::Error::Conflict(m) => ApiError::internal(m),
+        other => {
+            tracing::error!(error = %other, "supervisor store failure");
+            ApiError::internal("supervisor store failure")
+        }
+    }
+}
+
+impl Service {
+    /// Offers the supervisor's messages on `bus`.
+    pub fn start(opts: Options, bus: &Bus, store: Store) -> Result<Service, String> {
+        let key = CenterKey::derive(&opts.center_secret).map_err(|e| e.to_string())?;
+        let inner = Arc::new(Inner {
+            store,
+            key,
+            clock: SystemClock,
+            time_format: opts.time_format,
+        });
+        let bus = bus.for_module(elves_rpc::module::SUPERVISOR);
+        macro_rules! serve {
+            ($msg:ty, $method:ident) => {{
+                let me = inner.clone();
+                bus.serve(move |m: $msg| {
+                    let me = me.clone();
+                    async move { me.$method(m).await }
+                });
+            }};
+        }
+        serve!(GetKey, get_key);
+        serve!(AccessFacts, access_facts);
+        serve!(AppInfo, app_info);
+        serve!(AgentList, agent_list);
+        serve!(Admin, admin);
+        Ok(Service)
+    }
+}
+
+impl Inner {
+    async fn get_key(&self, m: GetKey) -> Result<KeyInfo, ApiError> {
+        let Some(auth_id) = Id::parse(m.auth_id.trim()) else {
+            return Err(ErrorCode::AuthIdNotFound.into());
+        };
+        let key = self
+            .store
+            .key(&auth_id)
+            .await
+            .map_err(store_err)?
+            .ok_or(ErrorCode::AuthIdNotFound)?;
+        let secret = decrypt_secret(&self.key, &auth_id, &key.secret_enc).map_err(|e| {
+            tracing::error!(%auth_id, error = %e, "an API key cannot be decrypted with this center secret");
+            ApiError::internal("key unavailable")
+        })?;
+        Ok(KeyInfo {
+            app: key.app,
+            secret,
+            disabled: key.disabled,
+            expires_at_ms: key.expires_at_ms,
+        })
+    }
+
+    async fn access_facts(&self, m: AccessFacts) -> Result<Facts, ApiError> {
+        let app_exists = match &m.app {
+            Some(app) => self.store.app(app).await.map_err(store_err)?.is_some(),
+            None => true,
+        };
+        let ip_bound = match &m.ip {
+            Some(ip) => self
+                .store
+                .is_bound(&m.binding_app, ip)
+                .await
+                .map_err(store_err)?,
+            None => true,
+        };
+        Ok(Facts {
+            app_exists,
+            ip_bound,
+        })
+    }
+
+    async fn app_info(&self, m: AppInfo) -> Result<Value, ApiError> {
+        let app = self
+            .store
+            .app(&m.app)
+            .await
+            .map_err(store_err)?
+            .ok_or(ErrorCode::AppNotFound)?;
+        let mut v = json!({
+            "app": app.name,
+            "app_name": app.title,
+            "last_update_time": (self.time_format)(app.updated_at_ms),
+        });
+        if let Some(ver) = app.active_version {
+            v["app_ver"] = json!(ver);
+        }
+        Ok(v)
+    }
+
+    async fn agent_list(&self, m: AgentList) -> Result<Vec<String>, ApiError> {
+        self.store.bindings(&m.app).await.map_err(store_err)
+    }
+
+    async fn admin(&self, m: Admin) -> Result<Value, ApiError> {
+        crate::admin::run(self, &m.actor, m.command, self.clock.now_ms()).await
+    }
+}
