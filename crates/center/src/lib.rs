@@ -17,6 +17,25 @@ use elves_types::SystemClock;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+/// `yyyy-MM-dd HH:mm:ss` in the configured zone (`local` = the host's), for API results.
+fn time_format(zone: &str) -> anyhow::Result<elves_supervisor::TimeFormat> {
+    use elves_cron_expr::jiff::{Timestamp, tz::TimeZone};
+    let tz = if zone == "local" {
+        TimeZone::system()
+    } else {
+        TimeZone::get(zone).map_err(|e| anyhow::anyhow!("server.time_zone {zone:?}: {e}"))?
+    };
+    Ok(std::sync::Arc::new(move |ms: i64| {
+        Timestamp::from_millisecond(ms)
+            .map(|t| {
+                t.to_zoned_datetime(tz.clone())
+                    .strftime("%Y-%m-%d %H:%M:%S")
+                    .to_string()
+            })
+            .unwrap_or_default()
+    }))
+}
+
 /// A running center.
 pub struct Center {
     /// Where the HTTP API listens.
@@ -48,17 +67,22 @@ impl Center {
         let bus = Bus::memory();
         let mut tasks = JoinSet::new();
 
-        for (module, on) in [
-            ("cron", cfg.modules.cron),
-            ("heartbeat", cfg.modules.heartbeat),
-            ("supervisor", cfg.modules.supervisor),
-        ] {
-            if on {
-                tracing::debug!(
-                    module,
-                    "module not available in this build; its routes answer 402"
-                );
-            }
+        let supervisor_mode = cfg.auth.mode == "supervisor";
+        let time_format = time_format(&cfg.server.time_zone)?;
+        if cfg.modules.heartbeat {
+            let opts = elves_heartbeat::Options {
+                online_secs: cfg.agents.online_secs,
+                time_format: time_format.clone(),
+            };
+            elves_heartbeat::Service::start(opts, &bus, store.clone());
+        }
+        if cfg.modules.supervisor && supervisor_mode {
+            let opts = elves_supervisor::Options {
+                center_secret: cfg.supervisor.secret.clone(),
+                time_format: time_format.clone(),
+            };
+            elves_supervisor::Service::start(opts, &bus, store.clone())
+                .map_err(|e| anyhow::anyhow!("supervisor.secret: {e}"))?;
         }
 
         if cfg.modules.scheduler {
@@ -92,13 +116,19 @@ impl Center {
         let mut app = Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
         if cfg.modules.openapi {
             let opts = elves_openapi::Options {
-                auth_id: cfg.auth.id.clone(),
-                auth_key: cfg.auth.key.clone(),
+                auth: if supervisor_mode {
+                    elves_openapi::AuthMode::Supervisor
+                } else {
+                    elves_openapi::AuthMode::Simple {
+                        auth_id: cfg.auth.id.clone(),
+                        key: cfg.auth.key.clone(),
+                    }
+                },
                 policy: policy(&cfg),
                 modules: elves_openapi::Modules {
                     queue: cfg.modules.queue,
                     cron: false,
-                    supervisor: false,
+                    supervisor: supervisor_mode,
                 },
             };
             app = app.merge(elves_openapi::router(opts, &bus, Arc::new(SystemClock)));

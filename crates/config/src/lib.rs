@@ -168,6 +168,26 @@ impl Default for Queue {
     }
 }
 
+/// `[supervisor]`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Supervisor {
+    /// Encrypts API-key secrets at rest, so a database dump alone cannot sign requests
+    /// (supervisor mode; at least 16 characters; keep it out of the database's backups).
+    pub secret: String,
+    /// Where uploaded app packages are kept (content-addressed).
+    pub packages_dir: PathBuf,
+}
+
+impl Default for Supervisor {
+    fn default() -> Self {
+        Supervisor {
+            secret: String::new(),
+            packages_dir: "elves-data/packages".into(),
+        }
+    }
+}
+
 /// The center's whole configuration.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -180,6 +200,7 @@ pub struct CenterConfig {
     pub bus: Bus,
     pub agents: Agents,
     pub queue: Queue,
+    pub supervisor: Supervisor,
     /// Simple mode: the app versions every agent should run.
     pub apps: BTreeMap<String, String>,
 }
@@ -199,6 +220,7 @@ macro_rules! redacted_debug {
     };
 }
 
+redacted_debug!(Supervisor { packages_dir } secret { secret });
 redacted_debug!(Auth { mode, id, window_secs, sign_types } secret { key });
 redacted_debug!(Admin {} secret { token });
 redacted_debug!(Agents { listen, online_secs, heartbeat_secs } secret { token });
@@ -254,7 +276,16 @@ impl CenterConfig {
     /// Defaults, then `file`, then `ELVES_…` variables, then [`CenterConfig::validate`].
     pub fn load(file: Option<&Path>) -> Result<CenterConfig, Error> {
         const SECTIONS: &[&str] = &[
-            "server", "auth", "admin", "modules", "store", "bus", "agents", "queue", "apps",
+            "server",
+            "auth",
+            "admin",
+            "modules",
+            "store",
+            "bus",
+            "agents",
+            "queue",
+            "supervisor",
+            "apps",
         ];
         let cfg: CenterConfig = load(file, SECTIONS)?;
         cfg.validate()?;
@@ -269,10 +300,13 @@ impl CenterConfig {
                 require(&self.auth.key, "auth.key (simple mode)")?;
             }
             "supervisor" => {
-                return Err(Error::Invalid(
-                    "auth.mode = \"supervisor\" is not available in this build yet; use \"simple\""
-                        .into(),
-                ));
+                require(&self.admin.token, "admin.token (supervisor mode)")?;
+                if self.supervisor.secret.trim().len() < 16 {
+                    return Err(Error::Invalid(
+                        "supervisor.secret (supervisor mode) is required: at least 16 characters"
+                            .into(),
+                    ));
+                }
             }
             other => {
                 return Err(Error::Invalid(format!(
@@ -524,6 +558,21 @@ mod tests {
     fn center_rules() {
         let cases: &[(&str, &str, Option<&str>)] = &[
             ("complete simple config", OK, None),
+            (
+                "complete supervisor config",
+                "[auth]\nmode='supervisor'\n[admin]\ntoken='A'\n[supervisor]\nsecret='0123456789abcdef'\n[agents]\ntoken='T'\n",
+                None,
+            ),
+            (
+                "supervisor mode without admin.token",
+                "[auth]\nmode='supervisor'\n[supervisor]\nsecret='0123456789abcdef'\n[agents]\ntoken='T'\n",
+                Some("admin.token (supervisor mode) is required"),
+            ),
+            (
+                "supervisor mode with a short secret",
+                "[auth]\nmode='supervisor'\n[admin]\ntoken='A'\n[supervisor]\nsecret='short'\n[agents]\ntoken='T'\n",
+                Some("supervisor.secret (supervisor mode) is required"),
+            ),
             (
                 "missing auth.key",
                 "[auth]\nid='A'\n[agents]\ntoken='T'\n",

@@ -11,7 +11,10 @@
 //! parameters in its documented order (403.x), permissions (401.6), then the business call
 //! over the bus.
 
+mod access;
 mod routes;
+
+pub use access::AuthMode;
 
 use std::sync::Arc;
 
@@ -22,8 +25,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use elves_bus::Bus;
 use elves_sign::{NonceCache, Params, Policy};
-use elves_types::{ApiError, Clock, Envelope, ErrorCode};
-use subtle::ConstantTimeEq;
+use elves_types::{ApiError, Clock, Envelope};
 
 /// The largest request body read, in bytes.
 pub const MAX_BODY: usize = 1 << 20;
@@ -42,15 +44,14 @@ pub struct Modules {
 /// The openapi module's settings. (No `Debug`: it holds the key.)
 #[derive(Clone)]
 pub struct Options {
-    /// Simple mode: the one `auth_id` and its key.
-    pub auth_id: String,
-    pub auth_key: String,
+    pub auth: AuthMode,
     pub policy: Policy,
     pub modules: Modules,
 }
 
 struct AppState {
     opts: Options,
+    gate: access::Gate,
     bus: Bus,
     clock: Arc<dyn Clock>,
     nonces: NonceCache,
@@ -60,6 +61,7 @@ struct AppState {
 pub fn router(opts: Options, bus: &Bus, clock: Arc<dyn Clock>) -> Router {
     let nonces = NonceCache::new(NONCE_CAPACITY, opts.policy.window_secs);
     let state = Arc::new(AppState {
+        gate: access::Gate::new(opts.auth.clone()),
         opts,
         bus: bus.for_module(elves_rpc::module::OPENAPI),
         clock,
@@ -162,16 +164,23 @@ async fn handle(
     let now = app.clock.now_secs();
     // §3 steps 1–5.
     let pre = elves_sign::precheck(params, &app.opts.policy, now)?;
-    // Step 6: simple mode knows one auth_id.
-    if !bool::from(pre.auth_id.as_bytes().ct_eq(app.opts.auth_id.as_bytes())) {
-        return Err(ErrorCode::AuthIdIllegal.into());
-    }
+    // Step 6: the key (simple mode: the one configured; supervisor mode: the module's).
+    let (key, caller) = app
+        .gate
+        .key(&app.bus, &pre.auth_id, app.clock.now_ms())
+        .await?;
     // Steps 7–8.
-    elves_sign::verify(path, params, &pre, &app.opts.auth_key, &app.nonces, now)?;
+    elves_sign::verify(path, params, &pre, &key, &app.nonces, now)?;
     // Step 9.
     route.check_module(&app.opts.modules)?;
-    // Steps 10–12.
-    routes::serve(route, params, &pre.auth_id, &app.bus).await
+    // Steps 10–12: each route validates its parameters, then asks the gate, then works.
+    let ctx = routes::Ctx {
+        caller: &caller,
+        gate: &app.gate,
+        bus: &app.bus,
+        modules: &app.opts.modules,
+    };
+    routes::serve(route, params, &ctx).await
 }
 
 #[cfg(test)]

@@ -3,14 +3,17 @@
 use std::time::Duration;
 
 use elves_bus::Bus;
+use elves_rpc::heartbeat::AgentInfo;
 use elves_rpc::queue::{AddTask, CommitQueue, CreateQueue, QueueResult, StopQueue, TaskSpec};
 use elves_rpc::scheduler::{JobSpec, SyncJob};
+use elves_rpc::supervisor::{AgentList, AppInfo};
 use elves_sign::Params;
 use elves_types::validate::{is_blank, is_ipv4, is_valid_param, parse_mode, parse_timeout};
 use elves_types::{ApiError, ErrorCode};
 use serde_json::{Value, json};
 
 use crate::Modules;
+use crate::access::{Caller, Gate, Owned};
 
 /// Extra time the API waits past a job's own timeout before giving up on the scheduler.
 const SLACK: Duration = Duration::from_secs(30);
@@ -94,19 +97,63 @@ pub fn job_spec(params: &Params) -> Result<JobSpec, ErrorCode> {
     })
 }
 
+/// What a route needs besides its parameters.
+pub struct Ctx<'a> {
+    pub caller: &'a Caller,
+    pub gate: &'a Gate,
+    pub bus: &'a Bus,
+    pub modules: &'a Modules,
+}
+
+impl Ctx<'_> {
+    async fn permit(
+        &self,
+        app: Option<&str>,
+        ip: Option<&str>,
+        owned: Owned<'_>,
+    ) -> Result<(), ApiError> {
+        self.gate
+            .permit(self.bus, self.caller, app, ip, owned)
+            .await
+    }
+}
+
 pub async fn serve(
     route: Route,
     params: &Params,
-    auth_id: &str,
-    bus: &Bus,
+    ctx: &Ctx<'_>,
 ) -> Result<Option<Value>, ApiError> {
     match route {
-        Route::RtExec => rt_exec(params, bus).await,
-        Route::Queue(action) => queue(action, params, auth_id, bus).await,
+        Route::RtExec => rt_exec(params, ctx).await,
+        Route::Queue(action) => queue(action, params, ctx).await,
+        Route::Info(action) => info(action, params, ctx).await,
         // Routes of modules this build does not have yet are switched off by check_module.
-        Route::Cron(_) | Route::Info(_) => Err(ApiError::internal(
+        Route::Cron(_) => Err(ApiError::internal(
             "this module is not available in this build",
         )),
+    }
+}
+
+async fn info(action: &str, params: &Params, ctx: &Ctx<'_>) -> Result<Option<Value>, ApiError> {
+    // Info routes exist only in supervisor mode (check_module), where the caller has an app.
+    let app = ctx.caller.app().unwrap_or_default().to_owned();
+    match action {
+        "app" | "apps" => Ok(Some(call(ctx.bus, AppInfo { app }).await?)),
+        "agents" => Ok(Some(json!(call(ctx.bus, AgentList { app }).await?))),
+        "agents/detail" => {
+            let ip = params.get("ip").unwrap_or_default();
+            if !is_ipv4(ip) {
+                return Err(ErrorCode::IpIllegal.into());
+            }
+            let showcron = params.get("showcron").is_some_and(|v| v.trim() == "true");
+            if showcron && !ctx.modules.cron {
+                return Err(ErrorCode::CronDisabled.into());
+            }
+            ctx.permit(None, Some(ip), Owned::Nothing).await?;
+            let v = call(ctx.bus, AgentInfo { ip: ip.to_owned() }).await?;
+            Ok(Some(v))
+        }
+        _ => Err(ApiError::internal("unknown info route")),
     }
 }
 
@@ -161,19 +208,18 @@ fn task_spec(params: &Params) -> Result<TaskSpec, ErrorCode> {
     })
 }
 
-async fn queue(
-    action: &str,
-    params: &Params,
-    auth_id: &str,
-    bus: &Bus,
-) -> Result<Option<Value>, ApiError> {
+async fn queue(action: &str, params: &Params, ctx: &Ctx<'_>) -> Result<Option<Value>, ApiError> {
+    let bus = ctx.bus;
+    let auth_id = ctx.caller.auth_id();
     match action {
         "create" => {
             if is_blank(params.get("app")) {
                 return Err(ErrorCode::AppIllegal.into());
             }
+            let app = trimmed(params, "app");
+            ctx.permit(Some(&app), None, Owned::Nothing).await?;
             let msg = CreateQueue {
-                app: trimmed(params, "app"),
+                app,
                 owner: auth_id.to_owned(),
             };
             let id = call(bus, msg).await?;
@@ -182,41 +228,27 @@ async fn queue(
         "addtask" => {
             let queue_id = queue_id(params)?;
             let task = task_spec(params)?;
+            // The task runs the queue's app: its ip must be bound to that app.
+            ctx.permit(None, Some(&task.ip), Owned::Queue(&queue_id))
+                .await?;
             let id = call(bus, AddTask { queue_id, task }).await?;
             Ok(Some(json!({ "id": id })))
         }
-        "commit" => {
-            call(
-                bus,
-                CommitQueue {
-                    queue_id: queue_id(params)?,
-                },
-            )
-            .await?;
-            Ok(None)
+        "commit" | "stop" | "result" => {
+            let queue_id = queue_id(params)?;
+            ctx.permit(None, None, Owned::Queue(&queue_id)).await?;
+            match action {
+                "commit" => call(bus, CommitQueue { queue_id }).await.map(|()| None),
+                "stop" => Ok(Some(call(bus, StopQueue { queue_id }).await?)),
+                _ => Ok(Some(call(bus, QueueResult { queue_id }).await?)),
+            }
         }
-        "stop" => Ok(Some(
-            call(
-                bus,
-                StopQueue {
-                    queue_id: queue_id(params)?,
-                },
-            )
-            .await?,
-        )),
-        "result" => Ok(Some(
-            call(
-                bus,
-                QueueResult {
-                    queue_id: queue_id(params)?,
-                },
-            )
-            .await?,
-        )),
         "qksqueue" => {
             // The checks of rt/exec, then mode.
             let job = job_spec(params)?;
             let mode = parse_mode(params.get("mode")).ok_or(ErrorCode::ModeIllegal)?;
+            ctx.permit(Some(&job.app), Some(&job.ip), Owned::Nothing)
+                .await?;
             let task = TaskSpec {
                 ip: job.ip,
                 func: job.func,
@@ -267,8 +299,11 @@ async fn queue(
     }
 }
 
-async fn rt_exec(params: &Params, bus: &Bus) -> Result<Option<Value>, ApiError> {
+async fn rt_exec(params: &Params, ctx: &Ctx<'_>) -> Result<Option<Value>, ApiError> {
     let job = job_spec(params)?;
+    ctx.permit(Some(&job.app), Some(&job.ip), Owned::Nothing)
+        .await?;
+    let bus = ctx.bus;
     let wait = if job.timeout == 0 {
         NO_LIMIT_WAIT
     } else {

@@ -8,7 +8,7 @@ use axum::http::{Request, StatusCode};
 use elves_bus::Bus;
 use elves_rpc::scheduler::{RtResult, SyncJob};
 use elves_sign::{Policy, SignType, signed_query};
-use elves_types::{Id, ManualClock};
+use elves_types::{ErrorCode, Id, ManualClock};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -36,8 +36,10 @@ fn app(modules: Modules) -> Router {
         })
     });
     let opts = Options {
-        auth_id: ID.into(),
-        auth_key: KEY.into(),
+        auth: AuthMode::Simple {
+            auth_id: ID.into(),
+            key: KEY.into(),
+        },
         policy: Policy::default(),
         modules,
     };
@@ -428,8 +430,10 @@ async fn nonce_is_single_use() {
 async fn scheduler_missing_is_a_short_500() {
     let bus = Bus::memory();
     let opts = Options {
-        auth_id: ID.into(),
-        auth_key: KEY.into(),
+        auth: AuthMode::Simple {
+            auth_id: ID.into(),
+            key: KEY.into(),
+        },
         policy: Policy::default(),
         modules: Modules::default(),
     };
@@ -444,4 +448,251 @@ async fn scheduler_missing_is_a_short_500() {
         error_of(&v),
         "[500]Internal ServerError ,the scheduler did not answer"
     );
+}
+
+mod supervisor_mode {
+    //! api-v2 §3 step 6 and §4 through the API, against a stand-in supervisor on the bus:
+    //! key `ID` belongs to app `apptest`, bound to 10.0.0.5 only; app `other` exists too.
+    use super::*;
+    use elves_rpc::queue::{CreateQueue, QueueOwner};
+    use elves_rpc::supervisor::{AccessFacts, AgentList, AppInfo, Facts, GetKey, KeyInfo};
+    use serde_json::json;
+
+    const DISABLED: &str = "DDDDDDDDDDDDDDDD";
+    const EXPIRED: &str = "EEEEEEEEEEEEEEEE";
+    const UNKNOWN: &str = "0000000000000000";
+
+    fn app() -> Router {
+        let bus = Bus::memory();
+        bus.serve(|m: GetKey| async move {
+            let key = |disabled, expires_at_ms| {
+                Ok(KeyInfo {
+                    app: "apptest".into(),
+                    secret: KEY.into(),
+                    disabled,
+                    expires_at_ms,
+                })
+            };
+            match m.auth_id.as_str() {
+                ID => key(false, None),
+                DISABLED => key(true, None),
+                EXPIRED => key(false, Some(NOW * 1000 - 1)),
+                _ => Err(ErrorCode::AuthIdNotFound.into()),
+            }
+        });
+        bus.serve(|m: AccessFacts| async move {
+            let app_exists = m
+                .app
+                .as_deref()
+                .is_none_or(|a| a == "apptest" || a == "other");
+            let bound = [("apptest", "10.0.0.5"), ("other", "10.0.0.6")];
+            let ip_bound =
+                m.ip.as_deref()
+                    .is_none_or(|ip| bound.contains(&(m.binding_app.as_str(), ip)));
+            Ok(Facts {
+                app_exists,
+                ip_bound,
+            })
+        });
+        bus.serve(|m: QueueOwner| async move {
+            Ok(match m.queue_id.as_str() {
+                "AAAAAAAAAAAAAAAA" => Some("apptest".to_owned()),
+                "BBBBBBBBBBBBBBBB" => Some("other".to_owned()),
+                _ => None,
+            })
+        });
+        bus.serve(|_: CreateQueue| async move { Ok(Id::parse("CCCCCCCCCCCCCCCC").unwrap()) });
+        bus.serve(|m: AppInfo| async move { Ok(json!({"app": m.app})) });
+        bus.serve(|m: AgentList| async move { Ok(vec![format!("bound-to-{}", m.app)]) });
+        bus.serve(|_: elves_rpc::queue::QueueResult| async move { Ok(json!({})) });
+        bus.serve(|m: SyncJob| async move {
+            Ok(RtResult {
+                id: Id::parse("00000000000000AA").unwrap(),
+                worker_flag: 1,
+                worker_message: m.job.app,
+                worker_costtime: 1,
+            })
+        });
+        let modules = Modules {
+            queue: true,
+            cron: false,
+            supervisor: true,
+        };
+        let opts = Options {
+            auth: AuthMode::Supervisor,
+            policy: Policy::default(),
+            modules,
+        };
+        router(opts, &bus, Arc::new(ManualClock::new(NOW * 1000)))
+    }
+
+    fn signed_as(auth_id: &str, path: &str, params: &[(&str, &str)]) -> String {
+        format!(
+            "{path}?{}",
+            signed_query(path, params, auth_id, KEY, SignType::Md5, NOW, None)
+        )
+    }
+
+    #[tokio::test]
+    async fn permission_rules() {
+        let r = app();
+        let rt =
+            |ip: &'static str, app: &'static str| vec![("ip", ip), ("app", app), ("func", "f")];
+        let cases: Vec<(&str, &str, &str, Vec<(&str, &str)>, &str)> = vec![
+            (
+                "own app on a bound agent",
+                ID,
+                RT,
+                rt("10.0.0.5", "apptest"),
+                "",
+            ),
+            (
+                "unknown auth_id → 413.1",
+                UNKNOWN,
+                RT,
+                rt("10.0.0.5", "apptest"),
+                "[413.1]AuthId Not Found",
+            ),
+            (
+                "disabled key → 401.2",
+                DISABLED,
+                RT,
+                rt("10.0.0.5", "apptest"),
+                "[401.2]",
+            ),
+            (
+                "expired key → 401.2",
+                EXPIRED,
+                RT,
+                rt("10.0.0.5", "apptest"),
+                "[401.2]",
+            ),
+            (
+                "another app → 401.6",
+                ID,
+                RT,
+                rt("10.0.0.6", "other"),
+                "[401.6]",
+            ),
+            (
+                "an app that does not exist → 413.2",
+                ID,
+                RT,
+                rt("10.0.0.5", "nope"),
+                "[413.2]App Not Found",
+            ),
+            (
+                "an agent not bound to the app → 401.6",
+                ID,
+                RT,
+                rt("10.0.0.6", "apptest"),
+                "[401.6]",
+            ),
+            (
+                "parameter errors come before permission",
+                ID,
+                RT,
+                rt("x", "other"),
+                "[403.1]",
+            ),
+            (
+                "queue/create for the own app",
+                ID,
+                "/api/v2/queue/create",
+                vec![("app", "apptest")],
+                "",
+            ),
+            (
+                "queue/create for another app → 401.6",
+                ID,
+                "/api/v2/queue/create",
+                vec![("app", "other")],
+                "[401.6]",
+            ),
+            (
+                "the own queue",
+                ID,
+                "/api/v2/queue/result",
+                vec![("queue_id", "AAAAAAAAAAAAAAAA")],
+                "",
+            ),
+            (
+                "another app's queue → 401.6",
+                ID,
+                "/api/v2/queue/result",
+                vec![("queue_id", "BBBBBBBBBBBBBBBB")],
+                "[401.6]",
+            ),
+            (
+                "addtask to another app's queue → 401.6",
+                ID,
+                "/api/v2/queue/addtask",
+                vec![
+                    ("queue_id", "BBBBBBBBBBBBBBBB"),
+                    ("ip", "10.0.0.6"),
+                    ("func", "f"),
+                ],
+                "[401.6]",
+            ),
+            (
+                "addtask: the ip must be bound to the queue's app",
+                ID,
+                "/api/v2/queue/addtask",
+                vec![
+                    ("queue_id", "AAAAAAAAAAAAAAAA"),
+                    ("ip", "10.0.0.6"),
+                    ("func", "f"),
+                ],
+                "[401.6]",
+            ),
+            (
+                "info/app answers the key's app",
+                ID,
+                "/api/v2/info/app",
+                vec![],
+                "",
+            ),
+            (
+                "info/agents/detail of an unbound agent → 401.6",
+                ID,
+                "/api/v2/info/agents/detail",
+                vec![("ip", "10.0.0.6")],
+                "[401.6]",
+            ),
+            (
+                "info/agents/detail: ip checked first",
+                ID,
+                "/api/v2/info/agents/detail",
+                vec![("ip", "")],
+                "[403.1]",
+            ),
+            (
+                "info/agents/detail with showcron and cron off → 402.2",
+                ID,
+                "/api/v2/info/agents/detail",
+                vec![("ip", "10.0.0.5"), ("showcron", "true")],
+                "[402.2]",
+            ),
+        ];
+        for (name, auth_id, path, params, want) in cases {
+            let (_, v) = send(&r, "GET", &signed_as(auth_id, path, &params), None).await;
+            if want.is_empty() {
+                assert_eq!(v["flag"], "true", "{name}: {v}");
+            } else {
+                assert!(
+                    error_of(&v).starts_with(want),
+                    "{name}: want {want}, got {v}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn info_routes_answer_for_the_keys_app() {
+        let r = app();
+        let (_, v) = send(&r, "GET", &signed_as(ID, "/api/v2/info/apps", &[]), None).await;
+        assert_eq!(v["result"], json!({"app": "apptest"}));
+        let (_, v) = send(&r, "GET", &signed_as(ID, "/api/v2/info/agents", &[]), None).await;
+        assert_eq!(v["result"], json!(["bound-to-apptest"]));
+    }
 }

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 pub mod cron;
 pub mod done;
 pub mod gateway;
+pub mod heartbeat;
 pub mod queue;
 pub mod scheduler;
 pub mod supervisor;
