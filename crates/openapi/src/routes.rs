@@ -71,6 +71,11 @@ pub fn job_spec(params: &Params) -> Result<JobSpec, ErrorCode> {
     if is_blank(params.get("app")) {
         return Err(ErrorCode::AppIllegal);
     }
+    job_fields(params, trimmed(params, "app"))
+}
+
+/// func, ip, param, timeout, in that order (the tail of every job route's checks).
+fn job_fields(params: &Params, app: String) -> Result<JobSpec, ErrorCode> {
     if is_blank(params.get("func")) {
         return Err(ErrorCode::FuncIllegal);
     }
@@ -85,7 +90,7 @@ pub fn job_spec(params: &Params) -> Result<JobSpec, ErrorCode> {
     let timeout = parse_timeout(params.get("timeout")).ok_or(ErrorCode::TimeoutIllegal)?;
     Ok(JobSpec {
         ip: ip.to_owned(),
-        app: trimmed(params, "app"),
+        app,
         func: trimmed(params, "func"),
         param: if is_blank(param) {
             String::new()
@@ -180,30 +185,15 @@ fn queue_id(params: &Params) -> Result<String, ErrorCode> {
 /// The task fields of `queue/addtask` and `queue/qksqueue` after their own leading checks:
 /// func, ip, param, timeout, mode.
 fn task_spec(params: &Params) -> Result<TaskSpec, ErrorCode> {
-    if is_blank(params.get("func")) {
-        return Err(ErrorCode::FuncIllegal);
-    }
-    let ip = params.get("ip").unwrap_or_default();
-    if !is_ipv4(ip) {
-        return Err(ErrorCode::IpIllegal);
-    }
-    let param = params.get("param");
-    if !is_valid_param(param) {
-        return Err(ErrorCode::ParamIllegal);
-    }
-    let timeout = parse_timeout(params.get("timeout")).ok_or(ErrorCode::TimeoutIllegal)?;
+    let job = job_fields(params, String::new())?;
     let mode = parse_mode(params.get("mode")).ok_or(ErrorCode::ModeIllegal)?;
     Ok(TaskSpec {
-        ip: ip.to_owned(),
-        func: trimmed(params, "func"),
+        ip: job.ip,
+        func: job.func,
         mode: mode.to_owned(),
-        param: if is_blank(param) {
-            String::new()
-        } else {
-            param.unwrap_or_default().to_owned()
-        },
-        timeout,
-        proxy: trimmed(params, "proxy"),
+        param: job.param,
+        timeout: job.timeout,
+        proxy: job.proxy,
         depend_task_id: trimmed(params, "depend_task_id"),
     })
 }
