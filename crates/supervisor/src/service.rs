@@ -72,6 +72,17 @@ impl Service {
 }
 
 impl Inner {
+    /// An `Inner` on `store` for unit tests (times formatted as plain numbers).
+    #[cfg(test)]
+    pub(crate) fn for_tests(store: Store, center_secret: &str) -> Inner {
+        Inner {
+            store,
+            key: CenterKey::derive(center_secret).expect("a test center secret of 16+ bytes"),
+            clock: SystemClock,
+            time_format: Arc::new(|ms| ms.to_string()),
+        }
+    }
+
     async fn get_key(&self, m: GetKey) -> Result<KeyInfo, ApiError> {
         let Some(auth_id) = Id::parse(m.auth_id.trim()) else {
             return Err(ErrorCode::AuthIdNotFound.into());
