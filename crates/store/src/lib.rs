@@ -14,6 +14,8 @@
 //!   bound agents, API keys ([`ApiKey`], with secrets the caller encrypted), admin users
 //!   ([`User`], with argon2 hashes) and the append-only audit log ([`AuditEntry`]). Every change
 //!   takes a [`Change`] and is audited in its own transaction.
+//! * Uploaded packages ([`PackageStore`]): files named by their SHA-256 in a directory, written
+//!   to a temporary file and renamed, so storing the same bytes twice is harmless.
 //! * Queues of the v2 API (`queue`): one [`QueueRow`] per queue and its [`TaskRow`]s, saved
 //!   together under optimistic concurrency (a version checked and bumped by every save), with
 //!   a unique run id per dispatched task so results find their queue.
@@ -41,6 +43,7 @@
 mod agents;
 mod dialect;
 mod migrate;
+mod packages;
 mod queue;
 mod sqlite;
 mod supervisor;
@@ -48,6 +51,7 @@ mod supervisor;
 use sqlx::SqlitePool;
 
 pub use agents::{AgentRecord, Credential};
+pub use packages::{PackageStore, PackageWriter, is_sha256_hex};
 pub use queue::{QueueRow, TaskRow};
 pub use supervisor::{
     ApiKey, App, AuditEntry, BindingChange, Change, MAX_AUDIT_PAGE, NewKey, NewVersion, Role, User,
