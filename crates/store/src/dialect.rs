@@ -38,6 +38,11 @@ const SQLITE: &[Migration] = &[
         name: "queues",
         sql: include_str!("../migrations/sqlite/0003_queues.sql"),
     },
+    Migration {
+        version: 4,
+        name: "crons",
+        sql: include_str!("../migrations/sqlite/0004_crons.sql"),
+    },
 ];
 
 impl Dialect {

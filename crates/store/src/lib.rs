@@ -19,6 +19,9 @@
 //! * Queues of the v2 API (`queue`): one [`QueueRow`] per queue and its [`TaskRow`]s, saved
 //!   together under optimistic concurrency (a version checked and bumped by every save), with
 //!   a unique run id per dispatched task so results find their queue.
+//! * Crons of the v2 API (`cron`): one [`CronRow`] per cron with its last result, its recent
+//!   runs ([`CronRunRow`], recorded before they are dispatched, at most once per instant) and
+//!   the firer lease with its fencing token.
 //!
 //! # Rules
 //!
@@ -41,6 +44,7 @@
 //! * Errors are one line, say what failed, and never contain secrets or connection strings.
 
 mod agents;
+mod cron;
 mod dialect;
 mod migrate;
 mod packages;
@@ -51,6 +55,7 @@ mod supervisor;
 use sqlx::SqlitePool;
 
 pub use agents::{AgentRecord, Credential};
+pub use cron::{CronOutcome, CronRow, CronRunRow, NewCronFire};
 pub use packages::{PackageStore, PackageWriter, is_sha256_hex};
 pub use queue::{QueueRow, TaskRow};
 pub use supervisor::{

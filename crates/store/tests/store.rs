@@ -112,7 +112,8 @@ async fn reopening_is_idempotent_and_keeps_the_data() {
         [
             (1, "agents".to_owned()),
             (2, "supervisor".to_owned()),
-            (3, "queues".to_owned())
+            (3, "queues".to_owned()),
+            (4, "crons".to_owned())
         ]
     );
     conn.close().await.unwrap();
@@ -136,7 +137,7 @@ async fn concurrent_opens_of_a_new_database_apply_each_migration_once() {
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(n, 3);
+    assert_eq!(n, 4);
     conn.close().await.unwrap();
 }
 
@@ -157,7 +158,7 @@ async fn a_database_from_a_newer_build_is_refused() {
 
     assert_open_error(
         Store::open(&url(&path)).await,
-        "schema is at version 9999 but this build knows versions up to 3",
+        "schema is at version 9999 but this build knows versions up to 4",
     );
 }
 

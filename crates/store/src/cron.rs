@@ -1,0 +1,679 @@
+//! Crons of the v2 API, their recent runs and the firer lease (crate `elves-cron`).
+//!
+//! # Rules
+//!
+//! * A fire is recorded ([`Store::record_cron_fires`]) before it is dispatched, in one
+//!   `BEGIN IMMEDIATE` transaction that first checks the firer lease: the caller's token must
+//!   be the current one and the lease must not have expired. A firer that lost its lease
+//!   records nothing, so it cannot fire.
+//! * A fire is recorded only while its cron is started, only after the instant the cron was
+//!   last started, and only after the newest fire already recorded for it: fires are recorded
+//!   in increasing order and an instant is never fired twice, even after old runs are pruned.
+//!   (`(cron_id, fire_at_ms)` is also unique.)
+//! * Each recording keeps only the newest `keep` runs of the crons it fired.
+//! * [`Store::cron_lease`] acquires or renews the lease. An acquisition (a new holder, or a
+//!   holder whose lease had expired) adds 1 to the token; a renewal keeps it.
+//! * A result is stored once ([`Store::record_cron_result`]): a second result for the same
+//!   run, or one for a run that is gone, changes nothing.
+
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use crate::{Error, Store};
+
+/// One cron.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CronRow {
+    /// 16 hex characters.
+    pub id: String,
+    pub app: String,
+    /// The auth_id that created it.
+    pub owner: String,
+    pub ip: String,
+    pub func: String,
+    /// `NP` or `P`.
+    pub mode: String,
+    pub param: String,
+    pub timeout: i64,
+    pub proxy: String,
+    /// The Quartz rule.
+    pub rule: String,
+    /// The IANA zone the rule is read in.
+    pub tz: String,
+    /// `fire_once` or `skip`.
+    pub misfire: String,
+    pub started: bool,
+    /// When it was last started; nothing fires at or before it.
+    pub started_at_ms: i64,
+    /// The newest fire recorded.
+    pub last_fire_at_ms: Option<i64>,
+    pub created_at_ms: i64,
+    /// The last result received (`None` while none arrived).
+    pub last: Option<CronOutcome>,
+}
+
+/// A result (or a delivery failure) of one run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CronOutcome {
+    pub run_id: String,
+    /// When it was received.
+    pub at_ms: i64,
+    pub flag: bool,
+    pub error: String,
+    pub worker_flag: i64,
+    pub worker_message: String,
+    pub worker_costtime: i64,
+}
+
+/// One fire to record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewCronFire {
+    pub cron_id: String,
+    pub run_id: String,
+    pub fire_at_ms: i64,
+    /// A late fire made up for by the misfire policy.
+    pub catch_up: bool,
+}
+
+/// One recorded run of a cron.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CronRunRow {
+    pub run_id: String,
+    pub cron_id: String,
+    pub fire_at_ms: i64,
+    pub recorded_at_ms: i64,
+    pub catch_up: bool,
+    /// `None` while no result arrived.
+    pub result: Option<CronOutcome>,
+}
+
+macro_rules! cron_columns {
+    () => {
+        "id, app, owner, ip, func, mode, param, timeout, proxy, rule, tz, misfire, started, \
+         started_at_ms, last_fire_at_ms, created_at_ms, last_run_id, last_exec_at_ms, last_flag, \
+         last_error, last_worker_flag, last_worker_message, last_worker_costtime"
+    };
+}
+macro_rules! run_columns {
+    () => {
+        "run_id, cron_id, fire_at_ms, recorded_at_ms, catch_up, finished_at_ms, result_flag, \
+         result_error, worker_flag, worker_message, worker_costtime"
+    };
+}
+
+fn cron_from_row(row: &SqliteRow) -> Result<CronRow, sqlx::Error> {
+    let last_run_id: Option<String> = row.try_get(16)?;
+    let last_at: Option<i64> = row.try_get(17)?;
+    let last = match (last_run_id, last_at) {
+        (Some(run_id), Some(at_ms)) => Some(CronOutcome {
+            run_id,
+            at_ms,
+            flag: row.try_get::<Option<bool>, _>(18)?.unwrap_or(false),
+            error: row.try_get(19)?,
+            worker_flag: row.try_get::<Option<i64>, _>(20)?.unwrap_or(-1),
+            worker_message: row.try_get(21)?,
+            worker_costtime: row.try_get::<Option<i64>, _>(22)?.unwrap_or(0),
+        }),
+        _ => None,
+    };
+    Ok(CronRow {
+        id: row.try_get(0)?,
+        app: row.try_get(1)?,
+        owner: row.try_get(2)?,
+        ip: row.try_get(3)?,
+        func: row.try_get(4)?,
+        mode: row.try_get(5)?,
+        param: row.try_get(6)?,
+        timeout: row.try_get(7)?,
+        proxy: row.try_get(8)?,
+        rule: row.try_get(9)?,
+        tz: row.try_get(10)?,
+        misfire: row.try_get(11)?,
+        started: row.try_get(12)?,
+        started_at_ms: row.try_get(13)?,
+        last_fire_at_ms: row.try_get(14)?,
+        created_at_ms: row.try_get(15)?,
+        last,
+    })
+}
+
+fn run_from_row(row: &SqliteRow) -> Result<CronRunRow, sqlx::Error> {
+    let run_id: String = row.try_get(0)?;
+    let finished: Option<i64> = row.try_get(5)?;
+    let result = match finished {
+        Some(at_ms) => Some(CronOutcome {
+            run_id: run_id.clone(),
+            at_ms,
+            flag: row.try_get::<Option<bool>, _>(6)?.unwrap_or(false),
+            error: row.try_get(7)?,
+            worker_flag: row.try_get::<Option<i64>, _>(8)?.unwrap_or(-1),
+            worker_message: row.try_get(9)?,
+            worker_costtime: row.try_get::<Option<i64>, _>(10)?.unwrap_or(0),
+        }),
+        None => None,
+    };
+    Ok(CronRunRow {
+        run_id,
+        cron_id: row.try_get(1)?,
+        fire_at_ms: row.try_get(2)?,
+        recorded_at_ms: row.try_get(3)?,
+        catch_up: row.try_get(4)?,
+        result,
+    })
+}
+
+impl Store {
+    /// Creates a cron (its `last_*` fields are ignored). [`Error::Conflict`] when the id exists.
+    pub async fn create_cron(&self, c: &CronRow) -> Result<(), Error> {
+        let done = sqlx::query(
+            "INSERT INTO crons (id, app, owner, ip, func, mode, param, timeout, proxy, rule, tz, \
+             misfire, started, started_at_ms, created_at_ms) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&c.id)
+        .bind(&c.app)
+        .bind(&c.owner)
+        .bind(&c.ip)
+        .bind(&c.func)
+        .bind(&c.mode)
+        .bind(&c.param)
+        .bind(c.timeout)
+        .bind(&c.proxy)
+        .bind(&c.rule)
+        .bind(&c.tz)
+        .bind(&c.misfire)
+        .bind(c.started)
+        .bind(c.started_at_ms)
+        .bind(c.created_at_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| Error::db("cannot create a cron", e))?;
+        if done.rows_affected() == 0 {
+            return Err(Error::conflict(&format!("cron {} already exists", c.id)));
+        }
+        Ok(())
+    }
+
+    /// The cron with this id, or `None`.
+    pub async fn cron(&self, id: &str) -> Result<Option<CronRow>, Error> {
+        let what = "cannot read a cron";
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            cron_columns!(),
+            " FROM crons WHERE id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| Error::db(what, e))?;
+        row.as_ref()
+            .map(cron_from_row)
+            .transpose()
+            .map_err(|e| Error::db(what, e))
+    }
+
+    /// Every started cron, by id.
+    pub async fn started_crons(&self) -> Result<Vec<CronRow>, Error> {
+        let what = "cannot list started crons";
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            cron_columns!(),
+            " FROM crons WHERE started = 1 ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| Error::db(what, e))?;
+        rows.iter()
+            .map(cron_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(|e| Error::db(what, e))
+    }
+
+    /// The ids of the crons `owner` created (on `ip` only, when given), newest first.
+    pub async fn crons_of(&self, owner: &str, ip: Option<&str>) -> Result<Vec<String>, Error> {
+        sqlx::query_scalar(
+            "SELECT id FROM crons WHERE owner = ? AND (? IS NULL OR ip = ?)
+             ORDER BY created_at_ms DESC, rowid DESC",
+        )
+        .bind(owner)
+        .bind(ip)
+        .bind(ip)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| Error::db("cannot list crons", e))
+    }
+
+    /// Starts (`true`) or stops a cron. Starting a stopped cron sets `started_at_ms` to
+    /// `now_ms`; starting a started one, or stopping a stopped one, changes nothing. Returns
+    /// `None` for an unknown cron, else whether anything changed.
+    pub async fn set_cron_started(
+        &self,
+        id: &str,
+        started: bool,
+        now_ms: i64,
+    ) -> Result<Option<bool>, Error> {
+        let what = "cannot start or stop a cron";
+        let done = sqlx::query(
+            "UPDATE crons SET started = ?,
+                 started_at_ms = CASE WHEN ? = 1 THEN ? ELSE started_at_ms END
+             WHERE id = ? AND started <> ?",
+        )
+        .bind(started)
+        .bind(started)
+        .bind(now_ms)
+        .bind(id)
+        .bind(started)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| Error::db(what, e))?;
+        if done.rows_affected() == 1 {
+            return Ok(Some(true));
+        }
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM crons WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| Error::db(what, e))?;
+        Ok(exists.map(|_| false))
+    }
+
+    /// Deletes a cron and its runs; whether it existed.
+    pub async fn delete_cron(&self, id: &str) -> Result<bool, Error> {
+        let done = sqlx::query("DELETE FROM crons WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| Error::db("cannot delete a cron", e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Acquires or renews the firer lease for `holder` until `now_ms + ttl_ms`. Returns the
+    /// fencing token while `holder` holds the lease, `None` while another holder's lease runs.
+    pub async fn cron_lease(
+        &self,
+        holder: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Option<i64>, Error> {
+        let what = "cannot take the cron lease";
+        let mut tx = crate::sqlite::begin_immediate(&self.pool)
+            .await
+            .map_err(|e| Error::db(what, e))?;
+        let row: Option<(String, i64, i64)> =
+            sqlx::query_as("SELECT holder, token, expires_at_ms FROM cron_lease WHERE id = 1")
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| Error::db(what, e))?;
+        let token = match row {
+            None => 1,
+            Some((h, token, expires)) if h == holder && expires > now_ms => token,
+            Some((_, token, expires)) if expires <= now_ms => token + 1,
+            Some(_) => return Ok(None),
+        };
+        sqlx::query(
+            "INSERT INTO cron_lease (id, holder, token, expires_at_ms) VALUES (1, ?, ?, ?)
+             ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, token = excluded.token,
+                 expires_at_ms = excluded.expires_at_ms",
+        )
+        .bind(holder)
+        .bind(token)
+        .bind(now_ms + ttl_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| Error::db(what, e))?;
+        tx.commit().await.map_err(|e| Error::db(what, e))?;
+        Ok(Some(token))
+    }
+
+    /// Records fires under the lease `token` of `holder`, keeping the newest `keep` runs of
+    /// each fired cron. Returns `None` (recording nothing) when the token is not the current
+    /// one or the lease has expired at `now_ms`; otherwise, per fire, whether it was recorded
+    /// (it is not when its cron is gone or stopped, or the instant is not after the cron's
+    /// start and newest fire).
+    pub async fn record_cron_fires(
+        &self,
+        holder: &str,
+        token: i64,
+        now_ms: i64,
+        fires: &[NewCronFire],
+        keep: i64,
+    ) -> Result<Option<Vec<bool>>, Error> {
+        let what = "cannot record cron fires";
+        let mut tx = crate::sqlite::begin_immediate(&self.pool)
+            .await
+            .map_err(|e| Error::db(what, e))?;
+        let lease: Option<(String, i64, i64)> =
+            sqlx::query_as("SELECT holder, token, expires_at_ms FROM cron_lease WHERE id = 1")
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| Error::db(what, e))?;
+        if !matches!(lease, Some((h, t, exp)) if h == holder && t == token && exp > now_ms) {
+            return Ok(None);
+        }
+        let mut recorded = Vec::with_capacity(fires.len());
+        for f in fires {
+            let advanced = sqlx::query(
+                "UPDATE crons SET last_fire_at_ms = ?
+                 WHERE id = ? AND started = 1 AND started_at_ms < ?
+                   AND (last_fire_at_ms IS NULL OR last_fire_at_ms < ?)",
+            )
+            .bind(f.fire_at_ms)
+            .bind(&f.cron_id)
+            .bind(f.fire_at_ms)
+            .bind(f.fire_at_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| Error::db(what, e))?;
+            if advanced.rows_affected() == 0 {
+                recorded.push(false);
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO cron_runs (run_id, cron_id, fire_at_ms, recorded_at_ms, catch_up)
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(&f.run_id)
+            .bind(&f.cron_id)
+            .bind(f.fire_at_ms)
+            .bind(now_ms)
+            .bind(f.catch_up)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| Error::db(what, e))?;
+            sqlx::query(
+                "DELETE FROM cron_runs WHERE cron_id = ? AND fire_at_ms <= (
+                     SELECT fire_at_ms FROM cron_runs WHERE cron_id = ?
+                     ORDER BY fire_at_ms DESC LIMIT 1 OFFSET ?)",
+            )
+            .bind(&f.cron_id)
+            .bind(&f.cron_id)
+            .bind(keep.max(1))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| Error::db(what, e))?;
+            recorded.push(true);
+        }
+        tx.commit().await.map_err(|e| Error::db(what, e))?;
+        Ok(Some(recorded))
+    }
+
+    /// Stores the result of a run and makes it its cron's last result. Returns `false`, changing
+    /// nothing, when the run is unknown (pruned, or its cron deleted) or already has a result.
+    pub async fn record_cron_result(&self, r: &CronOutcome) -> Result<bool, Error> {
+        let what = "cannot record a cron result";
+        let mut tx = crate::sqlite::begin_immediate(&self.pool)
+            .await
+            .map_err(|e| Error::db(what, e))?;
+        let done = sqlx::query(
+            "UPDATE cron_runs SET finished_at_ms = ?, result_flag = ?, result_error = ?,
+                 worker_flag = ?, worker_message = ?, worker_costtime = ?
+             WHERE run_id = ? AND finished_at_ms IS NULL",
+        )
+        .bind(r.at_ms)
+        .bind(r.flag)
+        .bind(&r.error)
+        .bind(r.worker_flag)
+        .bind(&r.worker_message)
+        .bind(r.worker_costtime)
+        .bind(&r.run_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| Error::db(what, e))?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE crons SET last_run_id = ?, last_exec_at_ms = ?, last_flag = ?, last_error = ?,
+                 last_worker_flag = ?, last_worker_message = ?, last_worker_costtime = ?
+             WHERE id = (SELECT cron_id FROM cron_runs WHERE run_id = ?)",
+        )
+        .bind(&r.run_id)
+        .bind(r.at_ms)
+        .bind(r.flag)
+        .bind(&r.error)
+        .bind(r.worker_flag)
+        .bind(&r.worker_message)
+        .bind(r.worker_costtime)
+        .bind(&r.run_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| Error::db(what, e))?;
+        tx.commit().await.map_err(|e| Error::db(what, e))?;
+        Ok(true)
+    }
+
+    /// The kept runs of a cron, newest first.
+    pub async fn cron_runs(&self, cron_id: &str) -> Result<Vec<CronRunRow>, Error> {
+        let what = "cannot read cron runs";
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM cron_runs WHERE cron_id = ? ORDER BY fire_at_ms DESC"
+        ))
+        .bind(cron_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| Error::db(what, e))?;
+        rows.iter()
+            .map(run_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(|e| Error::db(what, e))
+    }
+
+    /// Runs recorded at or after `since_ms` that have no result yet, oldest first, at most
+    /// `limit` (redelivery after a restart).
+    pub async fn unfinished_cron_runs(
+        &self,
+        since_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<CronRunRow>, Error> {
+        let what = "cannot list unfinished cron runs";
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM cron_runs WHERE finished_at_ms IS NULL AND recorded_at_ms >= ?
+              ORDER BY recorded_at_ms LIMIT ?"
+        ))
+        .bind(since_ms)
+        .bind(limit.max(0))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| Error::db(what, e))?;
+        rows.iter()
+            .map(run_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(|e| Error::db(what, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("elves.db").display());
+        let s = Store::open(&url).await.unwrap();
+        (dir, s)
+    }
+
+    fn cron(id: &str, owner: &str, ip: &str, created: i64) -> CronRow {
+        CronRow {
+            id: id.into(),
+            app: "apptest".into(),
+            owner: owner.into(),
+            ip: ip.into(),
+            func: "echo".into(),
+            mode: "NP".into(),
+            param: String::new(),
+            timeout: 90,
+            proxy: String::new(),
+            rule: "* * * * * ?".into(),
+            tz: "UTC".into(),
+            misfire: "fire_once".into(),
+            started: true,
+            started_at_ms: created,
+            last_fire_at_ms: None,
+            created_at_ms: created,
+            last: None,
+        }
+    }
+
+    fn fire(cron: &str, run: &str, at: i64) -> NewCronFire {
+        NewCronFire {
+            cron_id: cron.into(),
+            run_id: run.into(),
+            fire_at_ms: at,
+            catch_up: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn create_read_list_start_stop_delete() {
+        let (_d, s) = store().await;
+        s.create_cron(&cron("C1", "A", "10.0.0.1", 1))
+            .await
+            .unwrap();
+        s.create_cron(&cron("C2", "A", "10.0.0.2", 2))
+            .await
+            .unwrap();
+        s.create_cron(&cron("C3", "B", "10.0.0.1", 3))
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.create_cron(&cron("C1", "A", "10.0.0.1", 1)).await,
+            Err(Error::Conflict(_))
+        ));
+        assert_eq!(
+            s.cron("C1").await.unwrap(),
+            Some(cron("C1", "A", "10.0.0.1", 1))
+        );
+        assert_eq!(s.crons_of("A", None).await.unwrap(), ["C2", "C1"]);
+        assert_eq!(s.crons_of("A", Some("10.0.0.1")).await.unwrap(), ["C1"]);
+        assert_eq!(
+            s.set_cron_started("C1", true, 50).await.unwrap(),
+            Some(false)
+        );
+        assert_eq!(
+            s.set_cron_started("C1", false, 50).await.unwrap(),
+            Some(true)
+        );
+        assert_eq!(
+            s.set_cron_started("C1", false, 60).await.unwrap(),
+            Some(false)
+        );
+        assert_eq!(
+            s.set_cron_started("C1", true, 70).await.unwrap(),
+            Some(true)
+        );
+        assert_eq!(s.cron("C1").await.unwrap().unwrap().started_at_ms, 70);
+        assert_eq!(s.set_cron_started("XX", true, 70).await.unwrap(), None);
+        let started: Vec<_> = s
+            .started_crons()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(started, ["C1", "C2", "C3"]);
+        assert!(s.delete_cron("C3").await.unwrap());
+        assert!(!s.delete_cron("C3").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn lease_tokens_grow_on_acquisition_and_fence_stale_firers() {
+        let (_d, s) = store().await;
+        assert_eq!(s.cron_lease("a", 0, 100).await.unwrap(), Some(1));
+        // Renewal keeps the token; another holder waits while the lease runs.
+        assert_eq!(s.cron_lease("a", 50, 100).await.unwrap(), Some(1));
+        assert_eq!(s.cron_lease("b", 100, 100).await.unwrap(), None);
+        // Expired: b takes it with a new token.
+        assert_eq!(s.cron_lease("b", 150, 100).await.unwrap(), Some(2));
+        s.create_cron(&cron("C1", "A", "10.0.0.1", 0))
+            .await
+            .unwrap();
+        // a's token is stale, so a records nothing.
+        let f = [fire("C1", "R1", 1000)];
+        assert_eq!(s.record_cron_fires("a", 1, 160, &f, 5).await.unwrap(), None);
+        // A right token on an expired lease records nothing either.
+        assert_eq!(s.record_cron_fires("b", 2, 250, &f, 5).await.unwrap(), None);
+        assert_eq!(
+            s.record_cron_fires("b", 2, 160, &f, 5).await.unwrap(),
+            Some(vec![true])
+        );
+        // a re-acquires after b's lease expired: token 3.
+        assert_eq!(s.cron_lease("a", 300, 100).await.unwrap(), Some(3));
+    }
+
+    #[tokio::test]
+    async fn fires_are_recorded_once_in_order_while_started_and_history_is_bounded() {
+        let (_d, s) = store().await;
+        s.create_cron(&cron("C1", "A", "10.0.0.1", 0))
+            .await
+            .unwrap();
+        let t = s.cron_lease("f", 0, i64::MAX / 2).await.unwrap().unwrap();
+        let rec = |f: Vec<NewCronFire>| {
+            let s = s.clone();
+            async move {
+                s.record_cron_fires("f", t, 1, &f, 3)
+                    .await
+                    .unwrap()
+                    .unwrap()
+            }
+        };
+        assert_eq!(
+            rec(vec![fire("C1", "R1", 1000), fire("C1", "R1b", 1000)]).await,
+            [true, false]
+        );
+        // Not after the newest fire: refused.
+        assert_eq!(rec(vec![fire("C1", "R0", 500)]).await, [false]);
+        for (i, at) in [2000, 3000, 4000, 5000].iter().enumerate() {
+            assert_eq!(
+                rec(vec![fire("C1", &format!("R{}", i + 2), *at)]).await,
+                [true]
+            );
+        }
+        let runs = s.cron_runs("C1").await.unwrap();
+        let ats: Vec<_> = runs.iter().map(|r| r.fire_at_ms).collect();
+        assert_eq!(ats, [5000, 4000, 3000]);
+        // Stopped, or started again later: nothing at or before the start fires.
+        s.set_cron_started("C1", false, 5500).await.unwrap();
+        assert_eq!(rec(vec![fire("C1", "R9", 6000)]).await, [false]);
+        s.set_cron_started("C1", true, 7000).await.unwrap();
+        assert_eq!(rec(vec![fire("C1", "R9", 7000)]).await, [false]);
+        assert_eq!(rec(vec![fire("C1", "R9", 8000)]).await, [true]);
+        assert_eq!(rec(vec![fire("XX", "R10", 9000)]).await, [false]);
+    }
+
+    #[tokio::test]
+    async fn results_are_stored_once_and_become_the_last_result() {
+        let (_d, s) = store().await;
+        s.create_cron(&cron("C1", "A", "10.0.0.1", 0))
+            .await
+            .unwrap();
+        let t = s.cron_lease("f", 0, i64::MAX / 2).await.unwrap().unwrap();
+        s.record_cron_fires("f", t, 1, &[fire("C1", "R1", 1000)], 5)
+            .await
+            .unwrap();
+        assert_eq!(s.unfinished_cron_runs(0, 10).await.unwrap().len(), 1);
+        let out = CronOutcome {
+            run_id: "R1".into(),
+            at_ms: 1500,
+            flag: false,
+            error: "[410.1]Send Job To Agent Fail".into(),
+            worker_flag: -1,
+            worker_message: String::new(),
+            worker_costtime: 0,
+        };
+        assert!(s.record_cron_result(&out).await.unwrap());
+        assert!(!s.record_cron_result(&out).await.unwrap());
+        let unknown = CronOutcome {
+            run_id: "NOPE".into(),
+            ..out.clone()
+        };
+        assert!(!s.record_cron_result(&unknown).await.unwrap());
+        assert_eq!(s.cron("C1").await.unwrap().unwrap().last, Some(out.clone()));
+        assert_eq!(s.cron_runs("C1").await.unwrap()[0].result, Some(out));
+        assert!(s.unfinished_cron_runs(0, 10).await.unwrap().is_empty());
+    }
+}
