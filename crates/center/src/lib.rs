@@ -44,6 +44,7 @@ pub struct Center {
     pub agents_addr: SocketAddr,
     tasks: JoinSet<anyhow::Result<()>>,
     cancel: CancellationToken,
+    bus: Bus,
 }
 
 fn policy(cfg: &CenterConfig) -> Policy {
@@ -150,7 +151,13 @@ impl Center {
             agents_addr,
             tasks,
             cancel,
+            bus,
         })
+    }
+
+    /// The center's bus, speaking as `module` (for an embedding binary such as `elves up`).
+    pub fn bus(&self, module: &'static str) -> Bus {
+        self.bus.for_module(module)
     }
 
     /// Runs until cancelled or until a part of the center fails.

@@ -1,13 +1,17 @@
 //! `elves up`: the whole center, a local agent and the demo app, with nothing to install.
 //!
-//! First start generates the API credentials and the agents' enrollment token into
-//! `DIR/center.toml` (mode 0600) and prints them; later starts reuse them.
+//! The center runs in supervisor mode. First start generates the center's secrets into
+//! `DIR/center.toml` (mode 0600), creates the demo app `apptest` bound to the local agent, an
+//! API key for it (kept in `DIR/api-key.toml`, mode 0600, and printed at every start) and the
+//! first admin account `admin@localhost`, whose generated password is printed once. A data
+//! directory made by an older `elves up` in simple mode keeps working as it was.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
 use elves_config::{AgentConfig, CenterConfig};
+use elves_rpc::supervisor::{Admin, AdminCommand};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Args)]
@@ -53,8 +57,10 @@ fn center_config(args: &UpArgs, data: &Path) -> anyhow::Result<(CenterConfig, bo
     let first = !path.exists();
     if first {
         let mut cfg = CenterConfig::default();
-        cfg.auth.id = random_hex(8);
-        cfg.auth.key = random_hex(16);
+        cfg.auth.mode = "supervisor".into();
+        cfg.admin.token = random_hex(16);
+        cfg.supervisor.secret = random_hex(16);
+        cfg.supervisor.packages_dir = data.join("packages");
         cfg.agents.token = random_hex(16);
         cfg.store.url = format!("sqlite://{}", data.join("elves.db").display());
         write_private(&path, &toml::to_string(&cfg)?)?;
@@ -100,9 +106,18 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     rt.block_on(async move {
         let cancel = CancellationToken::new();
         let center = elves_center::Center::start(cfg.clone(), cancel.clone()).await?;
+        let login = if cfg.auth.mode == "supervisor" {
+            supervisor_setup(&center, &data).await?
+        } else {
+            Login {
+                auth_id: cfg.auth.id.clone(),
+                auth_key: cfg.auth.key.clone(),
+                admin_password: None,
+            }
+        };
         let agent_cfg = demo_agent(&data, &cfg, center.agents_addr)?;
         let agent = tokio::spawn(elves_agent::run(agent_cfg, cancel.clone()));
-        print_welcome(&cfg, center.api_addr, first, &data);
+        print_welcome(&cfg, center.api_addr, first, &data, &login);
         let c = cancel.clone();
         tokio::spawn(async move {
             elves_agent::shutdown_signal().await;
@@ -115,7 +130,101 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     })
 }
 
-fn print_welcome(cfg: &CenterConfig, api: std::net::SocketAddr, first: bool, data: &Path) {
+/// What `elves up` prints to log in.
+struct Login {
+    auth_id: String,
+    auth_key: String,
+    /// Shown only when the account was just created.
+    admin_password: Option<String>,
+}
+
+async fn admin(
+    center: &elves_center::Center,
+    command: AdminCommand,
+) -> anyhow::Result<serde_json::Value> {
+    let msg = Admin {
+        actor: "elves up".into(),
+        command,
+    };
+    let answer = center
+        .bus("cli")
+        .call(msg, std::time::Duration::from_secs(10))
+        .await?;
+    answer.map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// First start in supervisor mode: the demo app, its binding, an API key and the first admin.
+async fn supervisor_setup(center: &elves_center::Center, data: &Path) -> anyhow::Result<Login> {
+    let key_file = data.join("api-key.toml");
+    if let Ok(text) = std::fs::read_to_string(&key_file) {
+        let t: toml::Table = text
+            .parse()
+            .with_context(|| format!("reading {}", key_file.display()))?;
+        let get = |k: &str| {
+            t.get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        return Ok(Login {
+            auth_id: get("auth_id"),
+            auth_key: get("auth_key"),
+            admin_password: None,
+        });
+    }
+    let app = "apptest".to_owned();
+    admin(
+        center,
+        AdminCommand::AppAdd {
+            app: app.clone(),
+            title: "Elves demo app".into(),
+            bind_url: None,
+        },
+    )
+    .await?;
+    admin(
+        center,
+        AdminCommand::Bind {
+            app: app.clone(),
+            ips: vec!["127.0.0.1".into()],
+        },
+    )
+    .await?;
+    let key = admin(
+        center,
+        AdminCommand::KeyAdd {
+            app,
+            name: "elves up".into(),
+            expires_at_ms: None,
+        },
+    )
+    .await?;
+    let login = Login {
+        auth_id: key["auth_id"].as_str().unwrap_or_default().to_owned(),
+        auth_key: key["auth_key"].as_str().unwrap_or_default().to_owned(),
+        admin_password: Some(random_hex(12)),
+    };
+    let password = login.admin_password.clone().unwrap_or_default();
+    let user = AdminCommand::UserAdd {
+        email: "admin@localhost".into(),
+        password,
+        role: "admin".into(),
+    };
+    admin(center, user).await?;
+    let mut t = toml::Table::new();
+    t.insert("auth_id".into(), login.auth_id.clone().into());
+    t.insert("auth_key".into(), login.auth_key.clone().into());
+    write_private(&key_file, &toml::to_string(&t)?)?;
+    Ok(login)
+}
+
+fn print_welcome(
+    cfg: &CenterConfig,
+    api: std::net::SocketAddr,
+    first: bool,
+    data: &Path,
+    login: &Login,
+) {
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "elves".into());
@@ -126,8 +235,20 @@ fn print_welcome(cfg: &CenterConfig, api: std::net::SocketAddr, first: bool, dat
          \nTry it:\n\n  export ELVES_URL=http://{api} ELVES_AUTH_ID={id} ELVES_AUTH_KEY={key}\n  {exe} rt exec --ip 127.0.0.1 --app apptest --func helloword --param '{{\"my\":\"hello elves\"}}'\n\
          \nOr with curl:\n\n  curl \"http://{api}/api/v2/rt/exec?$({exe} sign /api/v2/rt/exec ip=127.0.0.1 app=apptest func=helloword 'param={{\"my\":\"hi\"}}')\"\n\
          \nPress Ctrl-C to stop.\n",
-        id = cfg.auth.id,
-        key = cfg.auth.key,
-        conf = data.join("center.toml").display(),
+        id = login.auth_id,
+        key = login.auth_key,
+        conf = data
+            .join(if cfg.auth.mode == "supervisor" {
+                "api-key.toml"
+            } else {
+                "center.toml"
+            })
+            .display(),
     );
+    if let Some(password) = &login.admin_password {
+        println!(
+            "Admin account (shown once): admin@localhost / {password}\n             Admin API token: in {} (admin.token), for `elves admin --token …`.\n",
+            data.join("center.toml").display()
+        );
+    }
 }
