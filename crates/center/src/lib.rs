@@ -96,6 +96,33 @@ impl Center {
             };
             elves_queue::Service::start(opts, &bus, store.clone(), cancel.clone());
         }
+        if cfg.modules.cron {
+            let zone =
+                |name: &str, what: &str| -> anyhow::Result<elves_cron_expr::jiff::tz::TimeZone> {
+                    use elves_cron_expr::jiff::tz::TimeZone;
+                    if name == "local" {
+                        Ok(TimeZone::system())
+                    } else {
+                        TimeZone::get(name).map_err(|e| anyhow::anyhow!("{what} {name:?}: {e}"))
+                    }
+                };
+            let opts = elves_cron::Options {
+                history: cfg.cron.history,
+                default_tz: zone(&cfg.cron.default_tz, "cron.default_tz")?,
+                display_tz: zone(&cfg.server.time_zone, "server.time_zone")?,
+                misfire_window: std::time::Duration::from_secs(cfg.cron.misfire_window_secs),
+                // Unique per process: a restarted center waits for the old lease to expire.
+                holder: format!("center@{}/{}", cfg.agents.listen, elves_types::Id::random()),
+                ..elves_cron::Options::default()
+            };
+            elves_cron::Service::start(
+                opts,
+                &bus,
+                store.clone(),
+                Arc::new(SystemClock),
+                cancel.clone(),
+            );
+        }
 
         let agents_listen: SocketAddr = cfg.agents.listen.parse().context("agents.listen")?;
         let gateway = elves_gateway::Service::bind(
@@ -128,7 +155,7 @@ impl Center {
                 policy: policy(&cfg),
                 modules: elves_openapi::Modules {
                     queue: cfg.modules.queue,
-                    cron: false,
+                    cron: cfg.modules.cron,
                     supervisor: supervisor_mode,
                 },
             };

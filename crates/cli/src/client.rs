@@ -215,7 +215,7 @@ pub fn sign(args: SignArgs) -> anyhow::Result<()> {
 }
 
 /// Sends a signed POST and prints the envelope; exit status 0 only when `flag` is `"true"`.
-fn call(creds: &Creds, path: &str, params: &[(&str, &str)]) -> ExitCode {
+pub(crate) fn call(creds: &Creds, path: &str, params: &[(&str, &str)]) -> ExitCode {
     let run = || -> anyhow::Result<bool> {
         let body = query(creds, path, params)?;
         let url = format!("{}{path}", creds.url.trim_end_matches('/'));

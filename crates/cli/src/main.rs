@@ -1,6 +1,7 @@
 //! `elves`: every role in one binary (operations.md).
 
 mod client;
+mod cron_cmd;
 mod cron_next;
 mod up;
 
@@ -50,7 +51,7 @@ enum Cmd {
     /// Cron rules.
     Cron {
         #[command(subcommand)]
-        cmd: CronCmd,
+        cmd: cron_cmd::CronCmd,
     },
     /// App packages.
     App {
@@ -59,12 +60,6 @@ enum Cmd {
     },
     /// Prints the signed query string for a request to PATH with k=v parameters.
     Sign(client::SignArgs),
-}
-
-#[derive(Subcommand)]
-enum CronCmd {
-    /// Prints the next fire times of a Quartz rule.
-    Next(cron_next::CronNextArgs),
 }
 
 #[derive(Subcommand)]
@@ -101,9 +96,7 @@ fn main() -> ExitCode {
         }
         Cmd::Rt { cmd } => return client::rt(cmd),
         Cmd::Queue { cmd } => return client::queue(cmd),
-        Cmd::Cron {
-            cmd: CronCmd::Next(args),
-        } => cron_next::run(args),
+        Cmd::Cron { cmd } => return cron_cmd::run(cmd),
         Cmd::App {
             cmd:
                 AppCmd::Pack {

@@ -152,6 +152,28 @@ impl Default for Agents {
     }
 }
 
+/// `[cron]`: the center's cron module.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Cron {
+    /// Runs kept per cron (default 50).
+    pub history: u32,
+    /// The IANA zone of crons created without `tz`, or `local` (the host's zone, the default).
+    pub default_tz: String,
+    /// A missed fire at most this old (seconds) fires once under the `fire_once` policy.
+    pub misfire_window_secs: u64,
+}
+
+impl Default for Cron {
+    fn default() -> Self {
+        Cron {
+            history: 50,
+            default_tz: "local".into(),
+            misfire_window_secs: 60,
+        }
+    }
+}
+
 /// `[queue]`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -200,6 +222,7 @@ pub struct CenterConfig {
     pub bus: Bus,
     pub agents: Agents,
     pub queue: Queue,
+    pub cron: Cron,
     pub supervisor: Supervisor,
     /// Simple mode: the app versions every agent should run.
     pub apps: BTreeMap<String, String>,
@@ -284,6 +307,7 @@ impl CenterConfig {
             "bus",
             "agents",
             "queue",
+            "cron",
             "supervisor",
             "apps",
         ];
@@ -345,6 +369,14 @@ impl CenterConfig {
         if self.agents.heartbeat_secs == 0 {
             return Err(Error::Invalid(
                 "agents.heartbeat_secs must be positive".into(),
+            ));
+        }
+        if self.cron.history == 0 {
+            return Err(Error::Invalid("cron.history must be at least 1".into()));
+        }
+        if self.cron.misfire_window_secs > 86_400 {
+            return Err(Error::Invalid(
+                "cron.misfire_window_secs must be at most 86400".into(),
             ));
         }
         Ok(())

@@ -12,6 +12,7 @@
 //! over the bus.
 
 mod access;
+mod cron;
 mod routes;
 
 pub use access::AuthMode;

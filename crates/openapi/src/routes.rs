@@ -132,10 +132,7 @@ pub async fn serve(
         Route::RtExec => rt_exec(params, ctx).await,
         Route::Queue(action) => queue(action, params, ctx).await,
         Route::Info(action) => info(action, params, ctx).await,
-        // Routes of modules this build does not have yet are switched off by check_module.
-        Route::Cron(_) => Err(ApiError::internal(
-            "this module is not available in this build",
-        )),
+        Route::Cron(action) => crate::cron::serve(action, params, ctx).await,
     }
 }
 
