@@ -538,7 +538,8 @@ mod supervisor_mode {
         let r = app();
         let rt =
             |ip: &'static str, app: &'static str| vec![("ip", ip), ("app", app), ("func", "f")];
-        let cases: Vec<(&str, &str, &str, Vec<(&str, &str)>, &str)> = vec![
+        type Case<'a> = (&'a str, &'a str, &'a str, Vec<(&'a str, &'a str)>, &'a str);
+        let cases: Vec<Case> = vec![
             (
                 "own app on a bound agent",
                 ID,
