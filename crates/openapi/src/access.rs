@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use elves_bus::Bus;
+use elves_rpc::cron::CronOwner;
 use elves_rpc::queue::QueueOwner;
 use elves_rpc::supervisor::{AccessFacts, Facts, GetKey, KeyInfo};
 use elves_supervisor::permission::{self, Access, Key};
@@ -93,6 +94,7 @@ impl Caller {
 pub enum Owned<'a> {
     Nothing,
     Queue(&'a str),
+    Cron(&'a str),
 }
 
 /// Key lookup and permission checks.
@@ -188,6 +190,21 @@ impl Gate {
                         ApiError::internal("the queue module did not answer")
                     })?;
                 answer?
+            }
+            Owned::Cron(id) => {
+                let answer = bus
+                    .call(
+                        CronOwner {
+                            cron_id: id.to_owned(),
+                        },
+                        CALL_WAIT,
+                    )
+                    .await
+                    .map_err(|e| {
+                        tracing::warn!(error = %e, "cron module unreachable for an owner check");
+                        ApiError::internal("the cron module did not answer")
+                    })?;
+                answer?.map(|(_auth_id, app)| app)
             }
         };
         let binding_app = permission::binding_app(key_app, owner.as_deref()).to_owned();

@@ -96,6 +96,9 @@ pub async fn serve(
         }
         "start" | "stop" | "delete" => {
             let cron_id = cron_id(params)?;
+            ctx.gate
+                .permit(ctx.bus, ctx.caller, None, None, Owned::Cron(&cron_id))
+                .await?;
             let action = match action {
                 "start" => CronAction::Start,
                 "stop" => CronAction::Stop,
@@ -106,6 +109,9 @@ pub async fn serve(
         }
         "detail" | "info" => {
             let cron_id = cron_id(params)?;
+            ctx.gate
+                .permit(ctx.bus, ctx.caller, None, None, Owned::Cron(&cron_id))
+                .await?;
             Ok(Some(call(ctx, CronDetail { cron_id }).await?))
         }
         "list" => {

@@ -463,6 +463,10 @@ mod supervisor_mode {
     const UNKNOWN: &str = "0000000000000000";
 
     fn app() -> Router {
+        app_with(false)
+    }
+
+    fn app_with(cron: bool) -> Router {
         let bus = Bus::memory();
         bus.serve(|m: GetKey| async move {
             let key = |disabled, expires_at_ms| {
@@ -501,6 +505,14 @@ mod supervisor_mode {
                 _ => None,
             })
         });
+        bus.serve(|m: elves_rpc::cron::CronOwner| async move {
+            Ok(match m.cron_id.as_str() {
+                "AAAAAAAAAAAAAAAA" => Some((ID.to_owned(), "apptest".to_owned())),
+                "BBBBBBBBBBBBBBBB" => Some(("FFFFFFFFFFFFFFFF".to_owned(), "other".to_owned())),
+                _ => None,
+            })
+        });
+        bus.serve(|_: elves_rpc::cron::OperateCron| async move { Ok(()) });
         bus.serve(|_: CreateQueue| async move { Ok(Id::parse("CCCCCCCCCCCCCCCC").unwrap()) });
         bus.serve(|m: AppInfo| async move { Ok(json!({"app": m.app})) });
         bus.serve(|m: AgentList| async move { Ok(vec![format!("bound-to-{}", m.app)]) });
@@ -515,7 +527,7 @@ mod supervisor_mode {
         });
         let modules = Modules {
             queue: true,
-            cron: false,
+            cron,
             supervisor: true,
         };
         let opts = Options {
@@ -677,6 +689,32 @@ mod supervisor_mode {
         ];
         for (name, auth_id, path, params, want) in cases {
             let (_, v) = send(&r, "GET", &signed_as(auth_id, path, &params), None).await;
+            if want.is_empty() {
+                assert_eq!(v["flag"], "true", "{name}: {v}");
+            } else {
+                assert!(
+                    error_of(&v).starts_with(want),
+                    "{name}: want {want}, got {v}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn crons_belong_to_the_app_that_created_them() {
+        let r = app_with(true);
+        let cases = [
+            ("the own cron", "AAAAAAAAAAAAAAAA", ""),
+            ("another app's cron → 401.6", "BBBBBBBBBBBBBBBB", "[401.6]"),
+        ];
+        for (name, cron_id, want) in cases {
+            let (_, v) = send(
+                &r,
+                "GET",
+                &signed_as(ID, "/api/v2/cron/stop", &[("cron_id", cron_id)]),
+                None,
+            )
+            .await;
             if want.is_empty() {
                 assert_eq!(v["flag"], "true", "{name}: {v}");
             } else {
