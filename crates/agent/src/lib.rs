@@ -5,13 +5,13 @@
 //! instructions. The `elves-agent` binary is this crate alone: it links no SQL driver,
 //! broker client or template engine.
 
+pub mod apps;
 pub mod exec;
 pub mod install;
 pub mod link;
 pub mod pack;
 pub mod spool;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use elves_config::AgentConfig;
@@ -27,14 +27,26 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
         output_cap: cfg.limits.output_cap,
         python: cfg.python.clone(),
     });
-    let installed: BTreeMap<String, String> = cfg.apps.clone();
+    // What an interrupted install or removal left behind, before any install starts.
+    match install::cleanup_staging(&cfg.apps_dir) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(entries = n, "cleaned up after an interrupted install"),
+        Err(e) => tracing::warn!(error = %e, "cannot clean up after interrupted installs"),
+    }
+    let _ = std::fs::remove_dir_all(cfg.data_dir.join("downloads"));
+    let apps = Arc::new(apps::Distributor::new(
+        &cfg.apps_dir,
+        &cfg.data_dir,
+        cfg.apps.clone(),
+    ));
+    tokio::spawn(apps.clone().run(cancel.clone()));
     let spool = spool::Spool::open(&cfg.data_dir.join("spool")).map_err(|e| {
         anyhow::anyhow!(
             "cannot open the result spool in {}: {e}",
             cfg.data_dir.display()
         )
     })?;
-    let agent = Arc::new(link::Agent::new(cfg, exec, installed, spool));
+    let agent = Arc::new(link::Agent::new(cfg, exec, apps, spool));
     agent.run(cancel).await;
     Ok(())
 }

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request};
 
+use crate::apps::{Distributor, Fetcher};
 use crate::exec::{Executor, Job};
 use crate::spool::{Spool, Spooled};
 
@@ -69,7 +70,7 @@ impl Backoff {
 pub struct Agent {
     cfg: AgentConfig,
     exec: Executor,
-    installed: Mutex<BTreeMap<String, String>>,
+    apps: Arc<Distributor>,
     running: Mutex<HashMap<String, CancellationToken>>,
     spool: Spool,
     /// The sender of the link that is up now, if any: a job that outlives the link it came
@@ -86,16 +87,11 @@ enum LinkEnd {
 }
 
 impl Agent {
-    pub fn new(
-        cfg: AgentConfig,
-        exec: Executor,
-        installed: BTreeMap<String, String>,
-        spool: Spool,
-    ) -> Agent {
+    pub fn new(cfg: AgentConfig, exec: Executor, apps: Arc<Distributor>, spool: Spool) -> Agent {
         Agent {
             cfg,
             exec,
-            installed: Mutex::new(installed),
+            apps,
             running: Mutex::new(HashMap::new()),
             spool,
             current: Mutex::new(None),
@@ -129,12 +125,7 @@ impl Agent {
     }
 
     fn apps(&self) -> HashMap<String, String> {
-        self.installed
-            .lock()
-            .expect("installed poisoned")
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+        self.apps.installed().into_iter().collect()
     }
 
     /// Connects, serves and reconnects until `cancel` fires.
@@ -180,7 +171,7 @@ impl Agent {
                 return LinkEnd::Failed;
             }
         };
-        let mut client = AgentLinkClient::new(channel);
+        let mut client = AgentLinkClient::new(channel.clone());
         let credential = match self.read_credential() {
             Some(c) => c,
             None => {
@@ -244,6 +235,11 @@ impl Agent {
         tracing::info!(center = %self.cfg.center, ip = %self.cfg.ip, "linked to the center");
         backoff.reset();
         *self.current.lock().expect("current poisoned") = Some(tx.clone());
+        self.apps.set_fetcher(Some(Fetcher {
+            channel,
+            ip: self.cfg.ip.clone(),
+            credential,
+        }));
         // Results finished while the link was down (or before a restart) go up first.
         self.replay_spool(&tx);
 
@@ -264,7 +260,10 @@ impl Agent {
                     }
                 },
                 _ = beat.tick() => {
-                    let hb = Heartbeat { apps: self.apps() };
+                    let hb = Heartbeat {
+                        apps: self.apps(),
+                        errors: self.apps.errors().into_iter().collect(),
+                    };
                     if tx.try_send(AgentMessage { body: Some(agent_message::Body::Heartbeat(hb)) }).is_err() {
                         tracing::warn!("heartbeat not sent: the link is congested");
                     }
@@ -315,6 +314,10 @@ impl Agent {
                 });
             }
             Some(center_message::Body::Ack(a)) => self.spool.remove(&a.run_id),
+            Some(center_message::Body::Desired(d)) => {
+                self.apps
+                    .set_desired(d.apps.into_iter().collect::<BTreeMap<_, _>>());
+            }
             Some(center_message::Body::Welcome(_)) | None => {}
         }
     }
@@ -344,11 +347,7 @@ impl Agent {
             timeout_secs: u64::from(ins.timeout),
             proxy: ins.proxy.clone(),
         };
-        let installed = self
-            .installed
-            .lock()
-            .expect("installed poisoned")
-            .contains_key(&job.app);
+        let installed = self.apps.is_installed(&job.app);
         let outcome = self.exec.run(&job, installed, token).await;
         tracing::info!(
             run_id = %run.run_id, app = %job.app, func = %job.func, flag = outcome.flag,

@@ -74,6 +74,11 @@ impl Center {
             let opts = elves_heartbeat::Options {
                 online_secs: cfg.agents.online_secs,
                 time_format: time_format.clone(),
+                apps: if supervisor_mode {
+                    elves_heartbeat::AppSource::Supervisor
+                } else {
+                    elves_heartbeat::AppSource::Simple(cfg.apps.clone())
+                },
             };
             elves_heartbeat::Service::start(opts, &bus, store.clone());
         }
@@ -131,6 +136,7 @@ impl Center {
                 token: cfg.agents.token.clone(),
                 instance: format!("center@{}", cfg.agents.listen),
                 heartbeat_secs: cfg.agents.heartbeat_secs as u32,
+                packages_dir: cfg.supervisor.packages_dir.clone(),
             },
             store.clone(),
             &bus,

@@ -1,8 +1,8 @@
 //! The table of live agent links and of synchronous jobs waiting for their results.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use elves_proto::CenterMessage;
 use elves_rpc::gateway::WorkerOutcome;
@@ -14,6 +14,8 @@ use tokio::sync::{mpsc, oneshot};
 pub struct Link {
     pub conn: u64,
     pub tx: mpsc::Sender<CenterMessage>,
+    /// Held while the link's desired apps are computed and sent, so pushes stay in order.
+    pub push: Arc<tokio::sync::Mutex<()>>,
 }
 
 struct Waiter {
@@ -40,11 +42,14 @@ impl Links {
     /// Registers a new link for `ip`, replacing (and so closing) an older one.
     pub fn attach(&self, ip: &str, tx: mpsc::Sender<CenterMessage>) -> (u64, bool) {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
-        let old = self
-            .links
-            .lock()
-            .expect("links poisoned")
-            .insert(ip.to_owned(), Link { conn, tx });
+        let old = self.links.lock().expect("links poisoned").insert(
+            ip.to_owned(),
+            Link {
+                conn,
+                tx,
+                push: Arc::default(),
+            },
+        );
         (conn, old.is_some())
     }
 
@@ -66,6 +71,16 @@ impl Links {
             .expect("cancels poisoned")
             .retain(|_, w| w.conn != conn);
         current
+    }
+
+    /// The ips of every linked agent.
+    pub fn ips(&self) -> Vec<String> {
+        self.links
+            .lock()
+            .expect("links poisoned")
+            .keys()
+            .cloned()
+            .collect()
     }
 
     pub fn get(&self, ip: &str) -> Option<Link> {

@@ -1,4 +1,6 @@
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,19 +8,20 @@ use std::time::Duration;
 use elves_bus::Bus;
 use elves_proto::agent_link_server::{AgentLink, AgentLinkServer};
 use elves_proto::{
-    Ack, AgentMessage, CenterMessage, EnrollReply, EnrollRequest, Instruct, JobResult, RunJob,
-    Welcome, agent_message, center_message,
+    Ack, AgentMessage, CenterMessage, Chunk, DesiredApp, DesiredApps, EnrollReply, EnrollRequest,
+    FetchRequest, Instruct, JobResult, RunJob, Welcome, agent_message, center_message,
 };
-use elves_rpc::gateway::{Cancel, Dispatch, WorkerOutcome};
+use elves_rpc::gateway::{AppsChanged, Cancel, Dispatch, WorkerOutcome};
 use elves_rpc::scheduler::RunResult;
-use elves_store::{AgentRecord, Credential, Store};
+use elves_store::{AgentRecord, Credential, PackageStore, Store};
 use elves_types::validate::is_ipv4;
 use elves_types::{ApiError, Clock, ErrorCode, Id, SystemClock};
 use futures::Stream;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
@@ -35,6 +38,15 @@ const CANCEL_WAIT: Duration = Duration::from_secs(5);
 const RESULT_WAIT: Duration = Duration::from_secs(15);
 /// How long a synchronous job with no timeout may wait at most.
 const MAX_SYNC_WAIT: Duration = Duration::from_secs(86_400 + 60);
+/// How long the heartbeat module has to say which apps an agent should run.
+const DESIRED_WAIT: Duration = Duration::from_secs(5);
+/// The size of one package chunk sent to an agent.
+pub const CHUNK_SIZE: usize = 64 * 1024;
+/// How many chunks of one download may wait to be sent.
+const CHUNK_BUFFER: usize = 4;
+/// How many package downloads may run at once, and how long one may wait for its turn.
+const MAX_DOWNLOADS: usize = 16;
+const DOWNLOAD_QUEUE_WAIT: Duration = Duration::from_secs(30);
 
 /// The gateway's settings. (No `Debug`: it holds the enrollment token.)
 #[derive(Clone)]
@@ -47,6 +59,8 @@ pub struct Options {
     pub instance: String,
     /// How often agents should heartbeat.
     pub heartbeat_secs: u32,
+    /// The content-addressed package store (`[supervisor] packages_dir`) agents download from.
+    pub packages_dir: PathBuf,
 }
 
 /// The running gateway.
@@ -61,6 +75,8 @@ struct State {
     bus: Bus,
     links: Links,
     clock: SystemClock,
+    packages: PackageStore,
+    downloads: Arc<Semaphore>,
 }
 
 fn digest(secret: &str) -> String {
@@ -77,6 +93,7 @@ impl Service {
     /// Binds the agents' listener and offers `Dispatch` on the bus.
     pub async fn bind(opts: Options, store: Store, bus: &Bus) -> std::io::Result<Service> {
         let listener = TcpListener::bind(opts.listen).await?;
+        let packages = PackageStore::open(&opts.packages_dir)?;
         let bus = bus.for_module(elves_rpc::module::GATEWAY);
         let state = Arc::new(State {
             opts,
@@ -84,6 +101,8 @@ impl Service {
             bus: bus.clone(),
             links: Links::default(),
             clock: SystemClock,
+            packages,
+            downloads: Arc::new(Semaphore::new(MAX_DOWNLOADS)),
         });
         let s = state.clone();
         bus.serve(move |d: Dispatch| {
@@ -94,6 +113,11 @@ impl Service {
         bus.serve(move |c: Cancel| {
             let s = s.clone();
             async move { s.cancel(c).await }
+        });
+        let s = state.clone();
+        bus.serve(move |c: AppsChanged| {
+            let s = s.clone();
+            async move { s.apps_changed(c).await }
         });
         Ok(Service { listener, state })
     }
@@ -200,6 +224,86 @@ impl State {
         }
     }
 
+    /// Sends the apps each affected, linked agent should run now.
+    async fn apps_changed(&self, c: AppsChanged) {
+        let ips = match c.ips {
+            Some(ips) => ips,
+            None => self.links.ips(),
+        };
+        let pushes = ips.iter().map(|ip| self.push_desired(ip));
+        futures::future::join_all(pushes).await;
+    }
+
+    /// The apps the agent at `ip` should run, from the heartbeat module.
+    async fn desired(
+        &self,
+        ip: &str,
+    ) -> Option<BTreeMap<String, elves_rpc::heartbeat::DesiredApp>> {
+        let ask = elves_rpc::heartbeat::DesiredApps { ip: ip.to_owned() };
+        match self.bus.call(ask, DESIRED_WAIT).await {
+            Ok(Ok(apps)) => Some(apps),
+            Ok(Err(e)) => {
+                tracing::warn!(%ip, error = %e, "cannot tell which apps the agent should run");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(%ip, error = %e, "no answer on which apps the agent should run");
+                None
+            }
+        }
+    }
+
+    /// Computes and sends `DesiredApps` down the agent's current link, if it has one. Pushes
+    /// to one link are serialized, so an older answer never overtakes a newer one.
+    async fn push_desired(&self, ip: &str) {
+        let Some(link) = self.links.get(ip) else {
+            return;
+        };
+        let _turn = link.push.lock().await;
+        let Some(apps) = self.desired(ip).await else {
+            return;
+        };
+        let apps = apps
+            .into_iter()
+            .map(|(app, d)| {
+                let d = DesiredApp {
+                    version: d.version,
+                    sha256: d.sha256.unwrap_or_default(),
+                    size: d.size,
+                };
+                (app, d)
+            })
+            .collect();
+        let msg = CenterMessage {
+            body: Some(center_message::Body::Desired(DesiredApps { apps })),
+        };
+        if link.tx.try_send(msg).is_err() {
+            tracing::warn!(%ip, "desired apps not sent: the agent's link is full or closed");
+        }
+    }
+
+    /// The package file with this digest, when it belongs to one of the apps `ip` should run.
+    async fn package_for(&self, ip: &str, sha256: &str) -> Result<PathBuf, Status> {
+        let sha = sha256.to_ascii_lowercase();
+        let desired = self
+            .desired(ip)
+            .await
+            .ok_or_else(|| Status::unavailable("cannot tell which apps this agent should run"))?;
+        let assigned = desired.values().any(|d| {
+            d.sha256
+                .as_deref()
+                .is_some_and(|s| s.eq_ignore_ascii_case(&sha))
+        });
+        if !assigned {
+            tracing::warn!(%ip, sha256 = %sha, "refused package download: not a package of this agent's apps");
+            return Err(Status::not_found("no such package for this agent"));
+        }
+        self.packages.path(&sha).ok_or_else(|| {
+            tracing::error!(%ip, sha256 = %sha, "an assigned package is missing from the package store");
+            Status::not_found("the package is missing from the center's package store")
+        })
+    }
+
     /// Routes an agent's result: to the waiting rt call, or (asynchronous) through the
     /// scheduler to the module that asked for it. Returns whether to acknowledge it.
     async fn on_result(&self, ip: &str, r: JobResult) -> bool {
@@ -276,6 +380,7 @@ impl State {
         asset: &str,
         version: &str,
         apps: std::collections::HashMap<String, String>,
+        errors: std::collections::HashMap<String, String>,
     ) {
         let now = self.clock.now_ms();
         let rec = AgentRecord {
@@ -291,7 +396,11 @@ impl State {
             last_heartbeat_ms: now,
             first_seen_ms: now,
         };
-        if let Err(e) = self.store.record_agent(&rec).await {
+        let errors: BTreeMap<String, String> = errors.into_iter().collect();
+        for (app, error) in &errors {
+            tracing::warn!(%ip, %app, %error, "the agent cannot install an app");
+        }
+        if let Err(e) = self.store.record_agent_with_errors(&rec, &errors).await {
             tracing::warn!(%ip, error = %e, "could not record the agent's heartbeat");
         }
     }
@@ -300,12 +409,52 @@ impl State {
 struct Handler(Arc<State>);
 
 type LinkStream = Pin<Box<dyn Stream<Item = Result<CenterMessage, Status>> + Send>>;
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, Status>> + Send>>;
 
-fn metadata<'a>(req: &'a Request<Streaming<AgentMessage>>, key: &str) -> &'a str {
+fn metadata<'a, T>(req: &'a Request<T>, key: &str) -> &'a str {
     req.metadata()
         .get(key)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
+}
+
+/// The agent's claimed ip and its bearer credential, from a request's metadata.
+fn identity<T>(req: &Request<T>) -> (String, String) {
+    let ip = metadata(req, elves_proto::IP_HEADER).to_owned();
+    let bearer = metadata(req, "authorization")
+        .strip_prefix("Bearer ")
+        .unwrap_or_default()
+        .to_owned();
+    (ip, bearer)
+}
+
+/// Reads `file` into chunks of [`CHUNK_SIZE`] bytes, sending each as it is read.
+async fn send_chunks(mut file: tokio::fs::File, tx: mpsc::Sender<Result<Chunk, Status>>) {
+    loop {
+        let mut buf = vec![0u8; CHUNK_SIZE];
+        let mut filled = 0;
+        while filled < CHUNK_SIZE {
+            match file.read(&mut buf[filled..]).await {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) => {
+                    let _ = tx
+                        .send(Err(Status::internal(format!(
+                            "cannot read the package: {e}"
+                        ))))
+                        .await;
+                    return;
+                }
+            }
+        }
+        if filled == 0 {
+            return;
+        }
+        buf.truncate(filled);
+        if tx.send(Ok(Chunk { data: buf })).await.is_err() || filled < CHUNK_SIZE {
+            return;
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -354,11 +503,7 @@ impl AgentLink for Handler {
         req: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<LinkStream>, Status> {
         let s = self.0.clone();
-        let ip = metadata(&req, elves_proto::IP_HEADER).to_owned();
-        let bearer = metadata(&req, "authorization")
-            .strip_prefix("Bearer ")
-            .unwrap_or_default()
-            .to_owned();
+        let (ip, bearer) = identity(&req);
         s.authenticate(&ip, &bearer).await?;
         let mut inbound = req.into_inner();
         let hello = match tokio::time::timeout(HELLO_DEADLINE, inbound.message()).await {
@@ -371,8 +516,14 @@ impl AgentLink for Handler {
                 ));
             }
         };
-        s.record(&ip, &hello.asset, &hello.version, hello.apps)
-            .await;
+        s.record(
+            &ip,
+            &hello.asset,
+            &hello.version,
+            hello.apps,
+            Default::default(),
+        )
+        .await;
 
         let (tx, rx) = mpsc::channel(LINK_BUFFER);
         let welcome = CenterMessage {
@@ -384,6 +535,10 @@ impl AgentLink for Handler {
         let _ = tx.try_send(welcome);
         let (conn, replaced) = s.links.attach(&ip, tx.clone());
         tracing::info!(%ip, asset = %hello.asset, version = %hello.version, replaced, "agent linked");
+        {
+            let (s, ip) = (s.clone(), ip.clone());
+            tokio::spawn(async move { s.push_desired(&ip).await });
+        }
 
         tokio::spawn(async move {
             loop {
@@ -416,7 +571,10 @@ impl AgentLink for Handler {
                         }
                     }
                     Some(agent_message::Body::Heartbeat(h)) => {
-                        s.record(&ip, &hello.asset, &hello.version, h.apps).await;
+                        s.record(&ip, &hello.asset, &hello.version, h.apps, h.errors)
+                            .await;
+                        let (s, ip) = (s.clone(), ip.clone());
+                        tokio::spawn(async move { s.push_desired(&ip).await });
                     }
                     Some(agent_message::Body::Hello(_)) | None => {}
                 }
@@ -432,5 +590,34 @@ impl AgentLink for Handler {
         let out = ReceiverStream::new(rx);
         let out = futures::StreamExt::map(out, Ok);
         Ok(Response::new(Box::pin(out) as LinkStream))
+    }
+
+    type FetchPackageStream = ChunkStream;
+
+    async fn fetch_package(
+        &self,
+        req: Request<FetchRequest>,
+    ) -> Result<Response<ChunkStream>, Status> {
+        let s = self.0.clone();
+        let (ip, bearer) = identity(&req);
+        s.authenticate(&ip, &bearer).await?;
+        let sha256 = req.into_inner().sha256;
+        let path = s.package_for(&ip, &sha256).await?;
+        let permit = tokio::time::timeout(DOWNLOAD_QUEUE_WAIT, s.downloads.clone().acquire_owned())
+            .await
+            .map_err(|_| Status::resource_exhausted("too many package downloads; try again later"))?
+            .map_err(|_| Status::unavailable("the gateway is stopping"))?;
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| Status::internal(format!("cannot open the package: {e}")))?;
+        tracing::info!(%ip, %sha256, "package download");
+        let (tx, rx) = mpsc::channel(CHUNK_BUFFER);
+        tokio::spawn(async move {
+            send_chunks(file, tx).await;
+            drop(permit);
+        });
+        Ok(Response::new(
+            Box::pin(ReceiverStream::new(rx)) as ChunkStream
+        ))
     }
 }

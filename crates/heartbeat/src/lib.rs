@@ -5,11 +5,25 @@
 //! answers questions about them. An agent is **online** while its link is up or until
 //! `online_secs` after its last heartbeat (api-v2 `info/agents/detail`, agent-protocol §1).
 //! The registry is in the store, so it survives a center restart.
+//!
+//! It also answers which apps each agent should run (`heartbeat.desiredApps`, original §8.3):
+//!
+//! * **supervisor mode**: the active version of every app bound to the agent's ip, with the
+//!   package (SHA-256 and size) recorded for that version. A bound app without an active
+//!   version is left out.
+//! * **simple mode**: the center's `[apps]` table (app → version), the same for every agent.
+//!   When the store's versions table has that app and version (a package was uploaded), the
+//!   entry carries its package and agents install it; otherwise the entry has no SHA-256 and
+//!   the agent must already have that version pre-installed (agent `[apps]` plus the files
+//!   under `apps_dir/{app}`), or it reports an error for the app.
+//!
+//! It is computed from the store at every request, so it is never stale.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use elves_bus::Bus;
-use elves_rpc::heartbeat::AgentInfo;
+use elves_rpc::heartbeat::{AgentInfo, DesiredApp, DesiredApps};
 use elves_store::{AgentRecord, Store};
 use elves_types::{ApiError, Clock, ErrorCode, SystemClock};
 use serde_json::{Value, json};
@@ -23,6 +37,17 @@ pub struct Options {
     /// How long after its last heartbeat an unlinked agent still counts as online.
     pub online_secs: u64,
     pub time_format: TimeFormat,
+    /// Where the apps agents should run come from.
+    pub apps: AppSource,
+}
+
+/// Where the desired apps come from (`auth.mode`).
+#[derive(Clone, Debug)]
+pub enum AppSource {
+    /// Apps, active versions and bindings of the supervisor (in the store).
+    Supervisor,
+    /// The center's `[apps]` table, app → version, for every agent.
+    Simple(BTreeMap<String, String>),
 }
 
 /// Whether `r` is online at `now_ms`.
@@ -39,12 +64,62 @@ impl Service {
     pub fn start(opts: Options, bus: &Bus, store: Store) -> Service {
         let bus = bus.for_module(elves_rpc::module::HEARTBEAT);
         let opts = Arc::new(opts);
+        let o = opts.clone();
+        let s = store.clone();
+        bus.serve(move |m: DesiredApps| {
+            let (store, opts) = (s.clone(), o.clone());
+            async move { desired_apps(&store, &opts.apps, &m.ip).await }
+        });
         bus.serve(move |m: AgentInfo| {
             let (store, opts) = (store.clone(), opts.clone());
             async move { agent_info(&store, &opts, &m.ip, SystemClock.now_ms()).await }
         });
         Service
     }
+}
+
+fn registry_err(e: elves_store::Error) -> ApiError {
+    tracing::error!(error = %e, "app registry unavailable");
+    ApiError::internal("app registry unavailable")
+}
+
+/// The apps the agent at `ip` should run (see the module documentation).
+pub async fn desired_apps(
+    store: &Store,
+    source: &AppSource,
+    ip: &str,
+) -> Result<BTreeMap<String, DesiredApp>, ApiError> {
+    let wanted: Vec<(String, String)> = match source {
+        AppSource::Simple(apps) => apps.iter().map(|(a, v)| (a.clone(), v.clone())).collect(),
+        AppSource::Supervisor => {
+            let mut wanted = Vec::new();
+            for app in store.apps_bound_to(ip).await.map_err(registry_err)? {
+                let active = store.app(&app).await.map_err(registry_err)?;
+                if let Some(version) = active.and_then(|a| a.active_version) {
+                    wanted.push((app, version));
+                }
+            }
+            wanted
+        }
+    };
+    let mut out = BTreeMap::new();
+    for (app, version) in wanted {
+        let package = store.version(&app, &version).await.map_err(registry_err)?;
+        let entry = match package {
+            Some(p) => DesiredApp {
+                version,
+                sha256: Some(p.sha256),
+                size: p.size,
+            },
+            None => DesiredApp {
+                version,
+                sha256: None,
+                size: 0,
+            },
+        };
+        out.insert(app, entry);
+    }
+    Ok(out)
 }
 
 async fn agent_info(
@@ -118,6 +193,7 @@ mod tests {
         let opts = Options {
             online_secs: 600,
             time_format: Arc::new(|ms| format!("t{ms}")),
+            apps: AppSource::Supervisor,
         };
         let now = 5_000_000;
         store
@@ -141,5 +217,128 @@ mod tests {
             agent_info(&store, &opts, "10.9.9.9", now).await,
             Err(ErrorCode::AgentInfoNotFound.into())
         );
+    }
+
+    async fn open_store(dir: &tempfile::TempDir) -> Store {
+        Store::open(&format!("sqlite://{}", dir.path().join("e.db").display()))
+            .await
+            .unwrap()
+    }
+
+    fn app(version: &str, sha: Option<&str>, size: u64) -> DesiredApp {
+        DesiredApp {
+            version: version.into(),
+            sha256: sha.map(String::from),
+            size,
+        }
+    }
+
+    #[tokio::test]
+    async fn supervisor_mode_gives_the_active_version_of_every_bound_app() {
+        use elves_store::{Change, NewVersion};
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(&dir).await;
+        let ch = Change {
+            actor: "t",
+            at_ms: 1,
+        };
+        let (sha1, sha2) = ("1".repeat(64), "2".repeat(64));
+        for name in ["alpha", "beta", "gamma"] {
+            store.create_app(name, name, None, ch).await.unwrap();
+        }
+        for (app, version, sha) in [
+            ("alpha", "1.0.0", &sha1),
+            ("alpha", "2.0.0", &sha2),
+            ("beta", "0.1", &sha1),
+            ("gamma", "9", &sha2),
+        ] {
+            let v = NewVersion {
+                app,
+                version,
+                sha256: sha,
+                size: 10,
+            };
+            store.add_version(&v, false, ch).await.unwrap();
+        }
+        store
+            .set_active_version("alpha", "2.0.0", ch)
+            .await
+            .unwrap();
+        store.set_active_version("gamma", "9", ch).await.unwrap();
+        // beta is bound but has no active version; gamma is active but bound elsewhere.
+        store.bind("alpha", &["10.0.0.1"], ch).await.unwrap();
+        store.bind("beta", &["10.0.0.1"], ch).await.unwrap();
+        store.bind("gamma", &["10.0.0.2"], ch).await.unwrap();
+
+        let got = desired_apps(&store, &AppSource::Supervisor, "10.0.0.1")
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            BTreeMap::from([("alpha".to_string(), app("2.0.0", Some(&sha2), 10))])
+        );
+        let got = desired_apps(&store, &AppSource::Supervisor, "10.0.0.9")
+            .await
+            .unwrap();
+        assert!(got.is_empty(), "an unbound agent should run nothing");
+
+        store
+            .set_active_version("alpha", "1.0.0", ch)
+            .await
+            .unwrap();
+        store.unbind("gamma", &["10.0.0.2"], ch).await.unwrap();
+        let got = desired_apps(&store, &AppSource::Supervisor, "10.0.0.1")
+            .await
+            .unwrap();
+        assert_eq!(got["alpha"], app("1.0.0", Some(&sha1), 10));
+        assert!(
+            desired_apps(&store, &AppSource::Supervisor, "10.0.0.2")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn simple_mode_gives_the_config_table_with_packages_when_known() {
+        use elves_store::{Change, NewVersion};
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(&dir).await;
+        let ch = Change {
+            actor: "t",
+            at_ms: 1,
+        };
+        let sha = "a".repeat(64);
+        store.create_app("packaged", "p", None, ch).await.unwrap();
+        let v = NewVersion {
+            app: "packaged",
+            version: "1.2",
+            sha256: &sha,
+            size: 42,
+        };
+        store.add_version(&v, false, ch).await.unwrap();
+        let source = AppSource::Simple(BTreeMap::from([
+            ("packaged".to_string(), "1.2".to_string()),
+            ("preinstalled".to_string(), "3.0".to_string()),
+        ]));
+        for ip in ["10.0.0.1", "10.0.0.2"] {
+            let got = desired_apps(&store, &source, ip).await.unwrap();
+            assert_eq!(
+                got,
+                BTreeMap::from([
+                    ("packaged".to_string(), app("1.2", Some(&sha), 42)),
+                    ("preinstalled".to_string(), app("3.0", None, 0)),
+                ]),
+                "every agent gets the same table"
+            );
+        }
+        let other_version = AppSource::Simple(BTreeMap::from([(
+            "packaged".to_string(),
+            "1.3".to_string(),
+        )]));
+        let got = desired_apps(&store, &other_version, "10.0.0.1")
+            .await
+            .unwrap();
+        assert_eq!(got["packaged"], app("1.3", None, 0));
     }
 }

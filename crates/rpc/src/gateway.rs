@@ -63,3 +63,18 @@ impl Message for Cancel {
     /// answer.
     type Response = Result<bool, ApiError>;
 }
+
+/// `supervisor → gateway` (cast): the apps some agents should run changed (an activation or a
+/// bindings change). The gateway recomputes them (`heartbeat.desiredApps`) and sends them down
+/// each affected agent's link at once.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AppsChanged {
+    /// The agents concerned; `None` for every linked agent.
+    pub ips: Option<Vec<String>>,
+}
+
+impl Message for AppsChanged {
+    const MODULE: &'static str = crate::module::GATEWAY;
+    const ACTION: &'static str = "appsChanged";
+    type Response = ();
+}

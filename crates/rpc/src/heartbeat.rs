@@ -19,3 +19,30 @@ impl Message for AgentInfo {
     /// it is offline or unknown.
     type Response = Result<Value, ApiError>;
 }
+
+/// One app an agent should run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredApp {
+    pub version: String,
+    /// The package's SHA-256 (lower-case hex), when the center has a package for this version.
+    /// `None` in simple mode for a version that is not in the store: the agent must already
+    /// have it pre-installed.
+    pub sha256: Option<String>,
+    /// The package's size in bytes (0 without a package).
+    pub size: u64,
+}
+
+/// `gateway → heartbeat`: the apps the agent at `ip` should run, app → version and package.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DesiredApps {
+    pub ip: String,
+}
+
+impl Message for DesiredApps {
+    const MODULE: &'static str = crate::module::HEARTBEAT;
+    const ACTION: &'static str = "desiredApps";
+    /// Supervisor mode: the active version of every app bound to `ip` (apps without an active
+    /// version are left out). Simple mode: the center's `[apps]` table, the same for every
+    /// agent.
+    type Response = Result<std::collections::BTreeMap<String, DesiredApp>, ApiError>;
+}

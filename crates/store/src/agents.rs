@@ -33,13 +33,33 @@ pub struct AgentRecord {
 /// A row of `agents`, in the column order of the SELECTs below.
 type AgentRow = (String, String, String, String, String, i64, i64);
 
-fn agent_from_row(row: AgentRow) -> Result<AgentRecord, Error> {
-    let (ip, asset, version, apps, connected_to, last_heartbeat_ms, first_seen_ms) = row;
-    let apps = serde_json::from_str(&apps).map_err(|e| {
+/// The `apps` column when some app has an install error: `{"apps": {app: version},
+/// "errors": {app: message}}`. Without errors the column is the plain `{app: version}` object
+/// it has always been (an object whose values are strings, so the two never look alike).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AppsWithErrors {
+    apps: BTreeMap<String, String>,
+    errors: BTreeMap<String, String>,
+}
+
+/// Decodes the `apps` column: installed apps and their install errors.
+fn decode_apps(ip: &str, text: &str) -> Result<AppsWithErrors, Error> {
+    if let Ok(apps) = serde_json::from_str::<BTreeMap<String, String>>(text) {
+        return Ok(AppsWithErrors {
+            apps,
+            errors: BTreeMap::new(),
+        });
+    }
+    serde_json::from_str::<AppsWithErrors>(text).map_err(|e| {
         Error::Db(format!(
             "agent {ip}: the apps column is not a JSON object of strings: {e}"
         ))
-    })?;
+    })
+}
+
+fn agent_from_row(row: AgentRow) -> Result<AgentRecord, Error> {
+    let (ip, asset, version, apps, connected_to, last_heartbeat_ms, first_seen_ms) = row;
+    let apps = decode_apps(&ip, &apps)?.apps;
     Ok(AgentRecord {
         ip,
         asset,
@@ -103,8 +123,26 @@ impl Store {
     /// Inserts or updates the agent's record. `first_seen_ms` is kept from the first insert;
     /// every other field takes the new value.
     pub async fn record_agent(&self, r: &AgentRecord) -> Result<(), Error> {
-        let apps = serde_json::to_string(&r.apps)
-            .map_err(|e| Error::Db(format!("agent {}: cannot encode apps: {e}", r.ip)))?;
+        self.record_agent_with_errors(r, &BTreeMap::new()).await
+    }
+
+    /// [`Store::record_agent`], plus the agent's last install error of each app that has one
+    /// (app → message; read back with [`Store::agent_app_errors`]). They are kept in the
+    /// `apps` column (see `AppsWithErrors`), so no schema change was needed.
+    pub async fn record_agent_with_errors(
+        &self,
+        r: &AgentRecord,
+        errors: &BTreeMap<String, String>,
+    ) -> Result<(), Error> {
+        let apps = if errors.is_empty() {
+            serde_json::to_string(&r.apps)
+        } else {
+            serde_json::to_string(&AppsWithErrors {
+                apps: r.apps.clone(),
+                errors: errors.clone(),
+            })
+        }
+        .map_err(|e| Error::Db(format!("agent {}: cannot encode apps: {e}", r.ip)))?;
         sqlx::query(
             "INSERT INTO agents
                  (ip, asset, version, apps, connected_to, last_heartbeat_ms, first_seen_ms)
@@ -157,6 +195,20 @@ impl Store {
         row.map(agent_from_row).transpose()
     }
 
+    /// The install errors the agent at `ip` last reported (app → message); empty when it has
+    /// none or no record.
+    pub async fn agent_app_errors(&self, ip: &str) -> Result<BTreeMap<String, String>, Error> {
+        let apps: Option<String> = sqlx::query_scalar("SELECT apps FROM agents WHERE ip = ?")
+            .bind(ip)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| Error::db("cannot read an agent", e))?;
+        match apps {
+            Some(text) => Ok(decode_apps(ip, &text)?.errors),
+            None => Ok(BTreeMap::new()),
+        }
+    }
+
     /// Every agent record, ordered by ip as text (byte order, so `10.0.0.10` sorts before
     /// `10.0.0.2`, as it does for Rust strings).
     pub async fn agents(&self) -> Result<Vec<AgentRecord>, Error> {
@@ -168,5 +220,35 @@ impl Store {
         .await
         .map_err(|e| Error::db("cannot list agents", e))?;
         rows.into_iter().map(agent_from_row).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn install_errors_ride_along_with_the_apps_and_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.path().join("a.db").display()))
+            .await
+            .unwrap();
+        let rec = AgentRecord {
+            ip: "10.0.0.1".into(),
+            asset: "a".into(),
+            version: "1".into(),
+            apps: BTreeMap::from([("apps".into(), "1.0".into())]),
+            connected_to: String::new(),
+            last_heartbeat_ms: 5,
+            first_seen_ms: 5,
+        };
+        let errors = BTreeMap::from([("demo".to_string(), "digest mismatch".to_string())]);
+        store.record_agent_with_errors(&rec, &errors).await.unwrap();
+        assert_eq!(store.agent("10.0.0.1").await.unwrap(), Some(rec.clone()));
+        assert_eq!(store.agent_app_errors("10.0.0.1").await.unwrap(), errors);
+        store.record_agent(&rec).await.unwrap();
+        assert_eq!(store.agent("10.0.0.1").await.unwrap(), Some(rec));
+        assert!(store.agent_app_errors("10.0.0.1").await.unwrap().is_empty());
+        assert!(store.agent_app_errors("10.9.9.9").await.unwrap().is_empty());
     }
 }
