@@ -66,7 +66,21 @@ impl Service {
         serve!(AccessFacts, access_facts);
         serve!(AppInfo, app_info);
         serve!(AgentList, agent_list);
-        serve!(Admin, admin);
+        {
+            // After a change of what agents should run, the gateway pushes it within a second.
+            let (me, b) = (inner.clone(), bus.clone());
+            bus.serve(move |m: Admin| {
+                let (me, b) = (me.clone(), b.clone());
+                async move {
+                    let cmd = m.command.clone();
+                    let out = me.admin(m).await;
+                    if out.is_ok() {
+                        me.apps_changed(&b, &cmd).await;
+                    }
+                    out
+                }
+            });
+        }
         Ok(Service)
     }
 }
@@ -144,6 +158,20 @@ impl Inner {
 
     async fn agent_list(&self, m: AgentList) -> Result<Vec<String>, ApiError> {
         self.store.bindings(&m.app).await.map_err(store_err)
+    }
+
+    /// Casts `gateway.appsChanged` for the agents an activation or a bindings change affects.
+    async fn apps_changed(&self, bus: &Bus, cmd: &elves_rpc::supervisor::AdminCommand) {
+        use elves_rpc::supervisor::AdminCommand as C;
+        let ips = match cmd {
+            // Without the bindings, every linked agent recomputes.
+            C::Activate { app, .. } => self.store.bindings(app).await.ok(),
+            C::Bind { ips, .. } | C::Unbind { ips, .. } => Some(ips.clone()),
+            _ => return,
+        };
+        if let Err(e) = bus.cast(elves_rpc::gateway::AppsChanged { ips }) {
+            tracing::debug!(error = %e, "apps change not announced to the gateway");
+        }
     }
 
     async fn admin(&self, m: Admin) -> Result<Value, ApiError> {
