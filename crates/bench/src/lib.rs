@@ -1,5 +1,7 @@
-//! The pure parts of `elves-bench`: percentiles, summaries, the markdown rows and the
-//! time-of-day arithmetic used to line the agent's log up with the client's clock.
+//! The pure parts of `elves-bench`: percentiles, summaries, the markdown rows, the
+//! time-of-day arithmetic used to line the agent's log up with the client's clock, and for
+//! `queue-throughput` the task plan, the check of `queue/result` and of the agents' runs, and
+//! the `/proc` figures of a process.
 //!
 //! Samples are microseconds (`f64`); tables print milliseconds with three decimals.
 
@@ -128,6 +130,192 @@ pub fn utc_rfc3339(unix_secs: i64) -> String {
     )
 }
 
+/// What the agent's executor logs (at debug level) around a worker run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerEvent {
+    /// "starting worker"
+    Start,
+    /// "worker finished"
+    Finish,
+}
+
+/// One line of the agent's JSON log: `(event, task id, UTC time of day in µs)` when it is a
+/// "starting worker" or "worker finished" line, `None` for anything else.
+pub fn worker_log_event(line: &str) -> Option<(WorkerEvent, String, i64)> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let ts = v["timestamp"].as_str().and_then(rfc3339_micros_of_day)?;
+    let f = &v["fields"];
+    let task = f["task"].as_str()?;
+    let event = match f["message"].as_str()? {
+        "starting worker" => WorkerEvent::Start,
+        "worker finished" => WorkerEvent::Finish,
+        _ => return None,
+    };
+    Some((event, task.to_owned(), ts))
+}
+
+/// `total` split into `parts` shares that differ by at most one, the larger first.
+pub fn split_evenly(total: usize, parts: usize) -> Vec<usize> {
+    assert!(parts > 0, "split into no parts");
+    (0..parts)
+        .map(|i| total / parts + usize::from(i < total % parts))
+        .collect()
+}
+
+/// One task of a queue in the plan of `queue-throughput`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlannedTask {
+    /// Index of the agent that runs it.
+    pub agent: usize,
+    /// Index (in the same queue) of the task it depends on.
+    pub depend: Option<usize>,
+}
+
+/// `total` tasks over `queues` queues (split evenly), task `i` of a queue on agent
+/// `i mod agents`. With `chain_depth` ≤ 1 every task is a root; otherwise the tasks of a
+/// queue form chains of `chain_depth` (the last one shorter): task `i` depends on `i − 1`
+/// unless `i` is a multiple of `chain_depth`.
+pub fn plan_queues(
+    total: usize,
+    queues: usize,
+    agents: usize,
+    chain_depth: usize,
+) -> Vec<Vec<PlannedTask>> {
+    assert!(agents > 0, "no agents");
+    split_evenly(total, queues)
+        .into_iter()
+        .map(|n| {
+            (0..n)
+                .map(|i| PlannedTask {
+                    agent: i % agents,
+                    depend: (chain_depth > 1 && i % chain_depth != 0).then(|| i - 1),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// How the tasks of one queue ended, from its `queue/result`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Added tasks that are `finish` with `worker_flag` 1.
+    pub ok: usize,
+    /// Added tasks that are `finish` otherwise (another flag, an error).
+    pub failed: usize,
+    /// Added tasks not yet terminal (`pendding`, `running`).
+    pub unfinished: usize,
+    /// Added tasks that are `stopped`.
+    pub stopped: usize,
+    /// Added tasks absent from the result.
+    pub missing: usize,
+    /// Tasks in the result that were never added (or the same id twice).
+    pub unexpected: usize,
+}
+
+impl Tally {
+    /// Every added task is `finish` with `worker_flag` 1 and nothing else is there.
+    pub fn all_ok(&self) -> bool {
+        self.failed + self.unfinished + self.stopped + self.missing + self.unexpected == 0
+    }
+
+    /// Nothing will change any more: no task is still pending or running.
+    pub fn settled(&self) -> bool {
+        self.unfinished == 0
+    }
+
+    pub fn add(&mut self, o: &Tally) {
+        self.ok += o.ok;
+        self.failed += o.failed;
+        self.unfinished += o.unfinished;
+        self.stopped += o.stopped;
+        self.missing += o.missing;
+        self.unexpected += o.unexpected;
+    }
+}
+
+/// Checks a `queue/result` (`{TASK_ID: {status, worker_flag, …}}`) against the ids added.
+pub fn tally(added: &[String], result: &serde_json::Value) -> Tally {
+    let mut t = Tally::default();
+    let empty = serde_json::Map::new();
+    let map = result.as_object().unwrap_or(&empty);
+    let mut seen = std::collections::HashSet::new();
+    for id in added {
+        if !seen.insert(id.as_str()) {
+            t.unexpected += 1;
+            continue;
+        }
+        match map.get(id) {
+            None => t.missing += 1,
+            Some(task) => match task["status"].as_str() {
+                Some("finish") if task["worker_flag"] == 1 => t.ok += 1,
+                Some("finish") => t.failed += 1,
+                Some("stopped") => t.stopped += 1,
+                _ => t.unfinished += 1,
+            },
+        }
+    }
+    t.unexpected += map.keys().filter(|k| !seen.contains(k.as_str())).count();
+    t
+}
+
+/// Counts of worker runs per task: tasks run more than once and tasks never run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Runs {
+    pub started: usize,
+    /// Tasks started more than once.
+    pub duplicated: usize,
+    /// Tasks never started.
+    pub never: usize,
+    /// Tasks started on another agent than the one they were added for.
+    pub wrong_agent: usize,
+}
+
+/// `expected` = (task id, agent index); `started_on` = for each agent, the task ids of its
+/// "starting worker" lines (other tasks in them are ignored).
+pub fn count_runs(expected: &[(String, usize)], started_on: &[Vec<String>]) -> Runs {
+    use std::collections::HashMap;
+    let want: HashMap<&str, usize> = expected.iter().map(|(t, a)| (t.as_str(), *a)).collect();
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    let mut r = Runs::default();
+    for (agent, tasks) in started_on.iter().enumerate() {
+        for t in tasks {
+            let Some((&id, &a)) = want.get_key_value(t.as_str()) else {
+                continue;
+            };
+            r.started += 1;
+            *count.entry(id).or_default() += 1;
+            if a != agent {
+                r.wrong_agent += 1;
+            }
+        }
+    }
+    r.duplicated = count.values().filter(|&&c| c > 1).count();
+    r.never = want.keys().filter(|k| !count.contains_key(*k)).count();
+    r
+}
+
+/// `utime + stime` (clock ticks) from the text of `/proc/PID/stat`: fields 14 and 15, counted
+/// after the command name in parentheses (which may itself hold spaces and parentheses).
+pub fn proc_stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // `rest` starts at field 3 (state): utime is field 14, stime field 15.
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// A `kB` figure of `/proc/PID/status` (`VmHWM`, `VmRSS`, …), in kB.
+pub fn proc_status_kb(status: &str, key: &str) -> Option<u64> {
+    status.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        if k != key {
+            return None;
+        }
+        v.trim().strip_suffix("kB")?.trim().parse().ok()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,5 +383,142 @@ mod tests {
         // Across midnight.
         assert_eq!(tod_diff(5, DAY_US - 5), 10);
         assert_eq!(tod_diff(DAY_US - 5, 5), -10);
+    }
+
+    #[test]
+    fn worker_log_lines() {
+        let l = r#"{"timestamp":"2025-06-01T00:00:01.000002Z","level":"DEBUG","fields":{"message":"starting worker","task":"T1","app":"noop"},"target":"elves_agent::exec"}"#;
+        assert_eq!(
+            worker_log_event(l),
+            Some((WorkerEvent::Start, "T1".into(), 1_000_002))
+        );
+        let l = r#"{"timestamp":"2025-06-01T00:00:02Z","fields":{"message":"worker finished","task":"T1"}}"#;
+        assert_eq!(
+            worker_log_event(l),
+            Some((WorkerEvent::Finish, "T1".into(), 2_000_000))
+        );
+        let other =
+            r#"{"timestamp":"2025-06-01T00:00:02Z","fields":{"message":"linked","task":"T1"}}"#;
+        assert_eq!(worker_log_event(other), None);
+        assert_eq!(worker_log_event("not json"), None);
+    }
+
+    #[test]
+    fn even_splits() {
+        assert_eq!(split_evenly(10, 3), vec![4, 3, 3]);
+        assert_eq!(split_evenly(9, 3), vec![3, 3, 3]);
+        assert_eq!(split_evenly(1, 2), vec![1, 0]);
+        assert_eq!(split_evenly(0, 1), vec![0]);
+        assert_eq!(split_evenly(1001, 2).iter().sum::<usize>(), 1001);
+    }
+
+    #[test]
+    fn plans() {
+        let flat = plan_queues(5, 1, 2, 0);
+        assert_eq!(flat.len(), 1);
+        assert_eq!(
+            flat[0].iter().map(|t| t.agent).collect::<Vec<_>>(),
+            vec![0, 1, 0, 1, 0]
+        );
+        assert!(flat[0].iter().all(|t| t.depend.is_none()));
+        assert_eq!(plan_queues(5, 1, 2, 1), flat);
+
+        let chains = plan_queues(25, 2, 2, 10);
+        assert_eq!(chains.len(), 2);
+        assert_eq!(chains[0].len(), 13);
+        assert_eq!(chains[1].len(), 12);
+        let deps: Vec<Option<usize>> = chains[0].iter().map(|t| t.depend).collect();
+        assert_eq!(deps[0], None);
+        assert_eq!(deps[1], Some(0));
+        assert_eq!(deps[9], Some(8));
+        assert_eq!(deps[10], None);
+        assert_eq!(deps[12], Some(11));
+        let roots = chains
+            .iter()
+            .flatten()
+            .filter(|t| t.depend.is_none())
+            .count();
+        assert_eq!(roots, 4);
+    }
+
+    #[test]
+    fn tallies() {
+        let added: Vec<String> = ["A", "B", "C", "D", "E"].map(String::from).to_vec();
+        let r = serde_json::json!({
+            "A": {"status": "finish", "worker_flag": 1},
+            "B": {"status": "finish", "worker_flag": 0},
+            "C": {"status": "running", "worker_flag": ""},
+            "D": {"status": "stopped", "worker_flag": ""},
+            "X": {"status": "finish", "worker_flag": 1},
+        });
+        let t = tally(&added, &r);
+        assert_eq!(
+            t,
+            Tally {
+                ok: 1,
+                failed: 1,
+                unfinished: 1,
+                stopped: 1,
+                missing: 1,
+                unexpected: 1
+            }
+        );
+        assert!(!t.all_ok());
+        assert!(!t.settled());
+        let done = serde_json::json!({
+            "A": {"status": "finish", "worker_flag": 1},
+            "B": {"status": "finish", "worker_flag": 1},
+        });
+        let t = tally(&added[..2], &done);
+        assert!(t.all_ok() && t.settled());
+        assert_eq!(t.ok, 2);
+        let mut sum = t;
+        sum.add(&Tally {
+            missing: 2,
+            ..Tally::default()
+        });
+        assert_eq!((sum.ok, sum.missing), (2, 2));
+        assert!(!sum.all_ok());
+        // Not an object: everything is missing.
+        assert_eq!(tally(&added, &serde_json::Value::Null).missing, 5);
+    }
+
+    #[test]
+    fn run_counts() {
+        let expected: Vec<(String, usize)> = vec![
+            ("A".into(), 0),
+            ("B".into(), 1),
+            ("C".into(), 0),
+            ("D".into(), 1),
+        ];
+        let started = vec![
+            vec!["A".into(), "A".into(), "rt-probe".into(), "B".into()],
+            vec!["D".into()],
+        ];
+        let r = count_runs(&expected, &started);
+        assert_eq!(
+            r,
+            Runs {
+                started: 4,
+                duplicated: 1,
+                never: 1,
+                wrong_agent: 1
+            }
+        );
+    }
+
+    #[test]
+    fn proc_figures() {
+        // Fields 14 and 15 are 250 and 50; the name holds a space and a parenthesis.
+        let stat = "4242 (elves (x) y) S 1 4242 4242 0 -1 4194560 1234 0 0 0 250 50 0 0 20 0 \
+                    9 0 12345 100000000 2500 18446744073709551615";
+        assert_eq!(proc_stat_cpu_ticks(stat), Some(300));
+        assert_eq!(proc_stat_cpu_ticks("garbage"), None);
+        assert_eq!(proc_stat_cpu_ticks("1 (x) S 1 2"), None);
+        let status =
+            "Name:\telves\nVmPeak:\t  200000 kB\nVmHWM:\t   51234 kB\nVmRSS:\t   40000 kB\n";
+        assert_eq!(proc_status_kb(status, "VmHWM"), Some(51_234));
+        assert_eq!(proc_status_kb(status, "VmRSS"), Some(40_000));
+        assert_eq!(proc_status_kb(status, "VmSwap"), None);
     }
 }
