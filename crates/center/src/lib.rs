@@ -149,10 +149,17 @@ impl Center {
 
         let mut app = Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
         if supervisor_mode && cfg.modules.supervisor {
-            let packages = elves_store::PackageStore::open(&cfg.supervisor.packages_dir).with_context(|| {
-                format!("opening supervisor.packages_dir {}", cfg.supervisor.packages_dir.display())
-            })?;
-            let opts = elves_web::AdminOptions { token: cfg.admin.token.clone(), packages };
+            let packages = elves_store::PackageStore::open(&cfg.supervisor.packages_dir)
+                .with_context(|| {
+                    format!(
+                        "opening supervisor.packages_dir {}",
+                        cfg.supervisor.packages_dir.display()
+                    )
+                })?;
+            let opts = elves_web::AdminOptions {
+                token: cfg.admin.token.clone(),
+                packages,
+            };
             app = app.merge(elves_web::admin_router(opts, &bus));
         }
         if cfg.modules.openapi {

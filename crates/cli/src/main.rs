@@ -1,5 +1,6 @@
 //! `elves`: every role in one binary (operations.md).
 
+mod admin;
 mod client;
 mod cron_cmd;
 mod cron_next;
@@ -58,6 +59,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: AppCmd,
     },
+    /// Supervisor administration over the admin API.
+    Admin(admin::AdminArgs),
     /// Prints the signed query string for a request to PATH with k=v parameters.
     Sign(client::SignArgs),
 }
@@ -96,6 +99,7 @@ fn main() -> ExitCode {
         }
         Cmd::Rt { cmd } => return client::rt(cmd),
         Cmd::Queue { cmd } => return client::queue(cmd),
+        Cmd::Admin(args) => return admin::run(args),
         Cmd::Cron { cmd } => return cron_cmd::run(cmd),
         Cmd::App {
             cmd:
