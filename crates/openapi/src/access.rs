@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use elves_bus::Bus;
+use elves_rpc::Message;
 use elves_rpc::cron::CronOwner;
 use elves_rpc::queue::QueueOwner;
 use elves_rpc::supervisor::{AccessFacts, Facts, GetKey, KeyInfo};
@@ -32,6 +33,14 @@ pub enum AuthMode {
     Simple { auth_id: String, key: String },
     /// Keys of the supervisor module, each for one app and its bound agents.
     Supervisor,
+}
+
+/// Calls a module within [`CALL_WAIT`]; a bus failure is a short 500 naming the module.
+async fn call_module<M: Message>(bus: &Bus, msg: M) -> Result<M::Response, ApiError> {
+    bus.call(msg, CALL_WAIT).await.map_err(|e| {
+        tracing::warn!(error = %e, module = M::MODULE, "module unreachable for an access check");
+        ApiError::internal(format!("the {} module did not answer", M::MODULE))
+    })
 }
 
 /// A small TTL cache with a hard size bound.
@@ -136,10 +145,13 @@ impl Gate {
                 let info = match self.keys.get(&auth_id.to_owned()) {
                     Some(cached) => cached,
                     None => {
-                        let answer = bus.call(GetKey { auth_id: auth_id.to_owned() }, CALL_WAIT).await.map_err(|e| {
-                            tracing::warn!(error = %e, "supervisor unreachable for a key lookup");
-                            ApiError::internal("the supervisor module did not answer")
-                        })?;
+                        let answer = call_module(
+                            bus,
+                            GetKey {
+                                auth_id: auth_id.to_owned(),
+                            },
+                        )
+                        .await?;
                         self.keys.put(auth_id.to_owned(), answer.clone());
                         answer
                     }
@@ -177,35 +189,22 @@ impl Gate {
         let owner = match owned {
             Owned::Nothing => None,
             Owned::Queue(id) => {
-                let answer = bus
-                    .call(
-                        QueueOwner {
-                            queue_id: id.to_owned(),
-                        },
-                        CALL_WAIT,
-                    )
-                    .await
-                    .map_err(|e| {
-                        tracing::warn!(error = %e, "queue module unreachable for an owner check");
-                        ApiError::internal("the queue module did not answer")
-                    })?;
-                answer?
+                call_module(
+                    bus,
+                    QueueOwner {
+                        queue_id: id.to_owned(),
+                    },
+                )
+                .await??
             }
-            Owned::Cron(id) => {
-                let answer = bus
-                    .call(
-                        CronOwner {
-                            cron_id: id.to_owned(),
-                        },
-                        CALL_WAIT,
-                    )
-                    .await
-                    .map_err(|e| {
-                        tracing::warn!(error = %e, "cron module unreachable for an owner check");
-                        ApiError::internal("the cron module did not answer")
-                    })?;
-                answer?.map(|(_auth_id, app)| app)
-            }
+            Owned::Cron(id) => call_module(
+                bus,
+                CronOwner {
+                    cron_id: id.to_owned(),
+                },
+            )
+            .await??
+            .map(|(_auth_id, app)| app),
         };
         let binding_app = permission::binding_app(key_app, owner.as_deref()).to_owned();
         let ask = (
@@ -221,10 +220,7 @@ impl Gate {
                     ip: ask.1.clone(),
                     binding_app,
                 };
-                let f = bus.call(msg, CALL_WAIT).await.map_err(|e| {
-                    tracing::warn!(error = %e, "supervisor unreachable for a permission check");
-                    ApiError::internal("the supervisor module did not answer")
-                })??;
+                let f = call_module(bus, msg).await??;
                 self.facts.put(ask, f);
                 f
             }

@@ -2,8 +2,6 @@
 //! (alias `info`) and **ext** `cron/list`, validated in their documented order, then the cron
 //! module over the bus.
 
-use std::time::Duration;
-
 use elves_cron_expr::Schedule;
 use elves_cron_expr::jiff::tz::TimeZone;
 use elves_rpc::cron::{AddCron, CronAction, CronDetail, CronList, OperateCron};
@@ -13,24 +11,7 @@ use elves_types::{ApiError, ErrorCode};
 use serde_json::{Value, json};
 
 use crate::access::Owned;
-use crate::routes::{Ctx, job_spec};
-
-/// How long a cron-module call may take.
-const MODULE_WAIT: Duration = Duration::from_secs(10);
-
-async fn call<M: elves_rpc::Message<Response = Result<R, ApiError>>, R>(
-    ctx: &Ctx<'_>,
-    msg: M,
-) -> Result<R, ApiError> {
-    ctx.bus.call(msg, MODULE_WAIT).await.map_err(|e| {
-        tracing::warn!(error = %e, "cron module call failed");
-        ApiError::internal("the cron module did not answer")
-    })?
-}
-
-fn trimmed(params: &Params, name: &str) -> String {
-    params.get(name).unwrap_or_default().trim().to_owned()
-}
+use crate::routes::{Ctx, call, job_spec, trimmed};
 
 /// `cron_id`: present and 16 characters long, else 403.9.
 fn cron_id(params: &Params) -> Result<String, ErrorCode> {
@@ -91,7 +72,7 @@ pub async fn serve(
                 misfire,
                 owner: ctx.caller.auth_id().to_owned(),
             };
-            let id = call(ctx, msg).await?;
+            let id = call(ctx.bus, msg).await?;
             Ok(Some(json!({ "id": id })))
         }
         "start" | "stop" | "delete" => {
@@ -104,7 +85,7 @@ pub async fn serve(
                 "stop" => CronAction::Stop,
                 _ => CronAction::Delete,
             };
-            call(ctx, OperateCron { cron_id, action }).await?;
+            call(ctx.bus, OperateCron { cron_id, action }).await?;
             Ok(None)
         }
         "detail" | "info" => {
@@ -112,7 +93,7 @@ pub async fn serve(
             ctx.gate
                 .permit(ctx.bus, ctx.caller, None, None, Owned::Cron(&cron_id))
                 .await?;
-            Ok(Some(call(ctx, CronDetail { cron_id }).await?))
+            Ok(Some(call(ctx.bus, CronDetail { cron_id }).await?))
         }
         "list" => {
             let ip = if is_blank(params.get("ip")) {
@@ -128,7 +109,7 @@ pub async fn serve(
                 .permit(ctx.bus, ctx.caller, None, ip.as_deref(), Owned::Nothing)
                 .await?;
             let owner = ctx.caller.auth_id().to_owned();
-            let ids = call(ctx, CronList { owner, ip }).await?;
+            let ids = call(ctx.bus, CronList { owner, ip }).await?;
             Ok(Some(json!(ids)))
         }
         _ => Err(ApiError::internal("unknown cron route")),

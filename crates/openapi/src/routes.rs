@@ -62,7 +62,7 @@ impl Route {
     }
 }
 
-fn trimmed(params: &Params, name: &str) -> String {
+pub(crate) fn trimmed(params: &Params, name: &str) -> String {
     params.get(name).unwrap_or_default().trim().to_owned()
 }
 
@@ -159,10 +159,11 @@ async fn info(action: &str, params: &Params, ctx: &Ctx<'_>) -> Result<Option<Val
     }
 }
 
-/// How long a queue-module call may take.
+/// How long a call to a module (queue, cron, supervisor, heartbeat) may take.
 const MODULE_WAIT: Duration = Duration::from_secs(10);
 
-async fn call<M: elves_rpc::Message<Response = Result<R, ApiError>>, R>(
+/// Calls a module; a bus failure becomes a short 500 naming the module.
+pub(crate) async fn call<M: elves_rpc::Message<Response = Result<R, ApiError>>, R>(
     bus: &Bus,
     msg: M,
 ) -> Result<R, ApiError> {
@@ -184,15 +185,19 @@ fn queue_id(params: &Params) -> Result<String, ErrorCode> {
 fn task_spec(params: &Params) -> Result<TaskSpec, ErrorCode> {
     let job = job_fields(params, String::new())?;
     let mode = parse_mode(params.get("mode")).ok_or(ErrorCode::ModeIllegal)?;
-    Ok(TaskSpec {
+    Ok(into_task(job, mode, trimmed(params, "depend_task_id")))
+}
+
+fn into_task(job: JobSpec, mode: &str, depend_task_id: String) -> TaskSpec {
+    TaskSpec {
         ip: job.ip,
         func: job.func,
         mode: mode.to_owned(),
         param: job.param,
         timeout: job.timeout,
         proxy: job.proxy,
-        depend_task_id: trimmed(params, "depend_task_id"),
-    })
+        depend_task_id,
+    }
 }
 
 async fn queue(action: &str, params: &Params, ctx: &Ctx<'_>) -> Result<Option<Value>, ApiError> {
@@ -236,19 +241,12 @@ async fn queue(action: &str, params: &Params, ctx: &Ctx<'_>) -> Result<Option<Va
             let mode = parse_mode(params.get("mode")).ok_or(ErrorCode::ModeIllegal)?;
             ctx.permit(Some(&job.app), Some(&job.ip), Owned::Nothing)
                 .await?;
-            let task = TaskSpec {
-                ip: job.ip,
-                func: job.func,
-                mode: mode.to_owned(),
-                param: job.param,
-                timeout: job.timeout,
-                proxy: job.proxy,
-                depend_task_id: String::new(),
-            };
+            let app = job.app.clone();
+            let task = into_task(job, mode, String::new());
             let queue_id = call(
                 bus,
                 CreateQueue {
-                    app: job.app,
+                    app,
                     owner: auth_id.to_owned(),
                 },
             )
