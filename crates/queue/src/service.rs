@@ -246,9 +246,11 @@ impl Inner {
             if loaded.queue == before {
                 return Ok((value, effects, loaded));
             }
+            // Tasks are only ever appended, so the same position holds the same task before
+            // and after a transition (a linear diff, not a search per task).
             // Record times of what the transition settled.
-            for t in &loaded.queue.tasks {
-                let was = before.task(t.id).map(|b| b.status);
+            for (i, t) in loaded.queue.tasks.iter().enumerate() {
+                let was = before.tasks.get(i).map(|b| b.status);
                 if t.status.is_terminal()
                     && was != Some(t.status)
                     && let Some(j) = loaded.jobs.get_mut(&t.id)
@@ -274,7 +276,9 @@ impl Inner {
                 .queue
                 .tasks
                 .iter()
-                .filter(|t| before.task(t.id) != Some(*t))
+                .enumerate()
+                .filter(|(i, t)| before.tasks.get(*i) != Some(*t))
+                .map(|(_, t)| t)
                 .filter_map(|t| loaded.jobs.get(&t.id).map(|j| to_row(id, t, j)))
                 .collect();
             if self
