@@ -1,7 +1,8 @@
 //! The firing loop: takes the lease, arms the started crons, sleeps until the earliest next
 //! instant, records the due fires under the lease's fencing token and only then dispatches
-//! the recorded ones. A firer that loses its lease drops everything and waits to take it
-//! again.
+//! the recorded ones; then it stamps them as dispatched (the fire lag `elves-bench cron-lag`
+//! reads back) and prunes old runs, off the firing path. A firer that loses its lease drops
+//! everything and waits to take it again.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -35,8 +36,15 @@ pub trait Ledger: Send + Sync + 'static {
         token: i64,
         now_ms: i64,
         fires: &[NewCronFire],
-        keep: i64,
     ) -> impl Future<Output = Result<Option<Vec<bool>>, elves_store::Error>> + Send;
+    /// Stamps recorded fires as dispatched at `at_ms` and keeps the newest `keep` runs of
+    /// their crons.
+    fn dispatched(
+        &self,
+        fires: &[NewCronFire],
+        at_ms: i64,
+        keep: i64,
+    ) -> impl Future<Output = Result<(), elves_store::Error>> + Send;
 }
 
 impl Ledger for Store {
@@ -57,10 +65,16 @@ impl Ledger for Store {
         token: i64,
         now_ms: i64,
         fires: &[NewCronFire],
-        keep: i64,
     ) -> Result<Option<Vec<bool>>, elves_store::Error> {
-        self.record_cron_fires(holder, token, now_ms, fires, keep)
-            .await
+        self.record_cron_fires(holder, token, now_ms, fires).await
+    }
+    async fn dispatched(
+        &self,
+        fires: &[NewCronFire],
+        at_ms: i64,
+        keep: i64,
+    ) -> Result<(), elves_store::Error> {
+        self.cron_fires_dispatched(fires, at_ms, keep).await
     }
 }
 
@@ -290,11 +304,9 @@ pub async fn run<L: Ledger>(
                 });
                 rows.push(job.row.clone());
             }
-            match ledger
-                .record(&opts.holder, token, now, &records, opts.history)
-                .await
-            {
+            match ledger.record(&opts.holder, token, now, &records).await {
                 Ok(Some(done)) => {
+                    let mut sent = Vec::with_capacity(records.len());
                     for ((rec, row), recorded) in records.into_iter().zip(rows).zip(done) {
                         if !recorded {
                             continue;
@@ -308,6 +320,13 @@ pub async fn run<L: Ledger>(
                             catch_up: rec.catch_up,
                             cron: row,
                         });
+                        sent.push(rec);
+                    }
+                    // After the whole batch went out: each stamp is at or after its dispatch.
+                    let at = clock.now_ms();
+                    if let Err(e) = ledger.dispatched(&sent, at, opts.history).await {
+                        // Only the stamps and the pruning are lost; the next batch prunes.
+                        tracing::warn!(error = %e, fires = sent.len(), "cron dispatch stamps not stored");
                     }
                 }
                 Ok(None) => {

@@ -15,7 +15,7 @@ use elves_rpc::scheduler::AsyncJob;
 use elves_store::{CronOutcome, CronRow, Store};
 use elves_types::{ApiError, Clock, ErrorCode, Id};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::firer::{Limits, Misfire};
@@ -72,6 +72,54 @@ struct Inner {
     store: Store,
     clock: Arc<dyn Clock>,
     commands: mpsc::Sender<Command>,
+    results: mpsc::Sender<PendingResult>,
+}
+
+/// How many results wait for the result writer at most (the scheduler waits beyond that).
+const RESULTS_WAITING: usize = 10_000;
+/// How many results the writer stores in one transaction at most.
+const RESULTS_PER_WRITE: usize = 2_000;
+/// How often a failed result write is tried again, and the pause between tries.
+const RESULT_WRITE_TRIES: u32 = 3;
+const RESULT_RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// A result waiting to be stored, and who waits for it to be.
+type PendingResult = (CronOutcome, oneshot::Sender<Result<(), ApiError>>);
+
+/// Stores results as they arrive, all that are waiting in one transaction (a thousand crons
+/// answering every second cost a few commits, not a thousand, and leave the write lock to the
+/// firer most of the time). Each caller is answered once its result is stored, so the
+/// scheduler acknowledges a result to its agent only when it is durable.
+async fn write_results(store: Store, mut rx: mpsc::Receiver<PendingResult>) {
+    let mut batch: Vec<PendingResult> = Vec::with_capacity(RESULTS_PER_WRITE);
+    while rx.recv_many(&mut batch, RESULTS_PER_WRITE).await > 0 {
+        let (outcomes, waiting): (Vec<CronOutcome>, Vec<_>) = batch.drain(..).unzip();
+        let mut tries = 0;
+        let answer = loop {
+            tries += 1;
+            match store.record_cron_results(&outcomes).await {
+                Ok(stored) => {
+                    let ignored = stored.iter().filter(|s| !**s).count();
+                    if ignored > 0 {
+                        tracing::debug!(
+                            ignored,
+                            "cron results for unknown or settled runs ignored"
+                        );
+                    }
+                    break Ok(());
+                }
+                Err(e) if tries < RESULT_WRITE_TRIES => {
+                    tracing::warn!(error = %e, results = outcomes.len(), "cron results not stored; trying again");
+                    tokio::time::sleep(RESULT_RETRY_PAUSE).await;
+                }
+                // Not acknowledged, the results stay with their agents, which send them again.
+                Err(e) => break Err(store_err(e)),
+            }
+        };
+        for w in waiting {
+            let _ = w.send(answer.clone());
+        }
+    }
 }
 
 fn store_err(e: elves_store::Error) -> ApiError {
@@ -119,12 +167,15 @@ impl Service {
         cancel: CancellationToken,
     ) -> Service {
         let (tx, rx) = mpsc::channel(1024);
+        let (results, results_rx) = mpsc::channel(RESULTS_WAITING);
+        tokio::spawn(write_results(store.clone(), results_rx));
         let inner = Arc::new(Inner {
             opts,
             bus: bus.for_module(elves_rpc::module::CRON),
             store,
             clock,
             commands: tx,
+            results,
         });
         macro_rules! serve {
             ($msg:ty, $method:ident) => {{
@@ -334,7 +385,7 @@ impl Inner {
     async fn list(&self, m: CronList) -> Result<Vec<Id>, ApiError> {
         let ids = self
             .store
-            .crons_of(&m.owner, m.ip.as_deref())
+            .crons_of(m.app.as_deref(), m.ip.as_deref())
             .await
             .map_err(store_err)?;
         Ok(ids.iter().filter_map(|i| Id::parse(i)).collect())
@@ -377,15 +428,10 @@ impl Inner {
                 worker_costtime: 0,
             },
         };
-        if !self
-            .store
-            .record_cron_result(&out)
-            .await
-            .map_err(store_err)?
-        {
-            tracing::debug!(%run_id, "cron result for an unknown or settled run ignored");
-        }
-        Ok(())
+        let stopped = || ApiError::internal("the cron result writer stopped");
+        let (tx, rx) = oneshot::channel();
+        self.results.send((out, tx)).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 
     /// Offers every recent run without a result to its agent again under the same run id

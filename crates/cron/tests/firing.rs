@@ -22,6 +22,8 @@ struct State {
     crons: HashMap<String, CronRow>,
     /// (cron, instant) of every recorded fire.
     fires: Vec<(String, i64)>,
+    /// (cron, instant, dispatched at) of every dispatch stamp.
+    stamps: Vec<(String, i64, i64)>,
 }
 
 #[derive(Default)]
@@ -74,6 +76,9 @@ impl MemoryLedger {
     fn fires(&self) -> Vec<(String, i64)> {
         self.0.lock().unwrap().fires.clone()
     }
+    fn stamps(&self) -> Vec<(String, i64, i64)> {
+        self.0.lock().unwrap().stamps.clone()
+    }
 }
 
 impl Ledger for MemoryLedger {
@@ -105,7 +110,6 @@ impl Ledger for MemoryLedger {
         token: i64,
         now: i64,
         fires: &[NewCronFire],
-        _keep: i64,
     ) -> Result<Option<Vec<bool>>, elves_store::Error> {
         let mut s = self.0.lock().unwrap();
         if !matches!(&s.lease, Some((h, t, exp)) if h == holder && *t == token && *exp > now) {
@@ -130,6 +134,18 @@ impl Ledger for MemoryLedger {
             out.push(ok);
         }
         Ok(Some(out))
+    }
+    async fn dispatched(
+        &self,
+        fires: &[NewCronFire],
+        at_ms: i64,
+        _keep: i64,
+    ) -> Result<(), elves_store::Error> {
+        let mut s = self.0.lock().unwrap();
+        for f in fires {
+            s.stamps.push((f.cron_id.clone(), f.fire_at_ms, at_ms));
+        }
+        Ok(())
     }
 }
 
@@ -206,6 +222,14 @@ async fn every_second_fires_exactly_on_each_instant() {
     let twos: Vec<_> = got.iter().filter(|d| d.0 == id(2)).map(|d| d.1).collect();
     assert_eq!(twos, [T0 + 2000, T0 + 4000, T0 + 6000]);
     assert!(got.iter().all(|d| !d.3));
+    // Every recorded fire is stamped as dispatched, at its dispatch (no time passes here).
+    let stamps: Vec<_> = ledger
+        .stamps()
+        .into_iter()
+        .map(|(c, at, stamp)| (c, at, stamp - at))
+        .collect();
+    let fired: Vec<_> = got.iter().map(|d| (d.0.clone(), d.1, 0)).collect();
+    assert_eq!(stamps, fired);
     f.cancel.cancel();
 }
 

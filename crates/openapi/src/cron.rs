@@ -108,8 +108,10 @@ pub async fn serve(
             ctx.gate
                 .permit(ctx.bus, ctx.caller, None, ip.as_deref(), Owned::Nothing)
                 .await?;
-            let owner = ctx.caller.auth_id().to_owned();
-            let ids = call(ctx.bus, CronList { owner, ip }).await?;
+            // The key's app in supervisor mode (every key of the app sees its crons); every
+            // cron in simple mode, where the one key may do everything.
+            let app = ctx.caller.app().map(str::to_owned);
+            let ids = call(ctx.bus, CronList { app, ip }).await?;
             Ok(Some(json!(ids)))
         }
         _ => Err(ApiError::internal("unknown cron route")),

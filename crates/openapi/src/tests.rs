@@ -461,6 +461,9 @@ mod supervisor_mode {
     const DISABLED: &str = "DDDDDDDDDDDDDDDD";
     const EXPIRED: &str = "EEEEEEEEEEEEEEEE";
     const UNKNOWN: &str = "0000000000000000";
+    /// A second key of `apptest` (a rotation) and a key of `other`.
+    const ROTATED: &str = "1111111111111111";
+    const OTHER_KEY: &str = "2222222222222222";
 
     fn app() -> Router {
         app_with(false)
@@ -469,16 +472,18 @@ mod supervisor_mode {
     fn app_with(cron: bool) -> Router {
         let bus = Bus::memory();
         bus.serve(|m: GetKey| async move {
-            let key = |disabled, expires_at_ms| {
+            let key_of = |app: &str, disabled, expires_at_ms| {
                 Ok(KeyInfo {
-                    app: "apptest".into(),
+                    app: app.into(),
                     secret: KEY.into(),
                     disabled,
                     expires_at_ms,
                 })
             };
+            let key = |disabled, expires_at_ms| key_of("apptest", disabled, expires_at_ms);
             match m.auth_id.as_str() {
-                ID => key(false, None),
+                ID | ROTATED => key(false, None),
+                OTHER_KEY => key_of("other", false, None),
                 DISABLED => key(true, None),
                 EXPIRED => key(false, Some(NOW * 1000 - 1)),
                 _ => Err(ErrorCode::AuthIdNotFound.into()),
@@ -513,6 +518,19 @@ mod supervisor_mode {
             })
         });
         bus.serve(|_: elves_rpc::cron::OperateCron| async move { Ok(()) });
+        bus.serve(|m: elves_rpc::cron::CronDetail| async move { Ok(json!({"id": m.cron_id})) });
+        // The crons of each app, as the cron module lists them (all of them for `None`).
+        bus.serve(|m: elves_rpc::cron::CronList| async move {
+            let all = [
+                ("AAAAAAAAAAAAAAAA", "apptest"),
+                ("BBBBBBBBBBBBBBBB", "other"),
+            ];
+            Ok(all
+                .iter()
+                .filter(|(_, app)| m.app.as_deref().is_none_or(|a| a == *app))
+                .filter_map(|(id, _)| Id::parse(id))
+                .collect())
+        });
         bus.serve(|_: CreateQueue| async move { Ok(Id::parse("CCCCCCCCCCCCCCCC").unwrap()) });
         bus.serve(|m: AppInfo| async move { Ok(json!({"app": m.app})) });
         bus.serve(|m: AgentList| async move { Ok(vec![format!("bound-to-{}", m.app)]) });
@@ -700,28 +718,155 @@ mod supervisor_mode {
         }
     }
 
+    /// api-v2 §4: a cron belongs to the app that created it, whichever of the app's keys
+    /// created it; `cron/list` answers the key's app.
     #[tokio::test]
     async fn crons_belong_to_the_app_that_created_them() {
         let r = app_with(true);
-        let cases = [
-            ("the own cron", "AAAAAAAAAAAAAAAA", ""),
-            ("another app's cron → 401.6", "BBBBBBBBBBBBBBBB", "[401.6]"),
+        const OWN: &str = "AAAAAAAAAAAAAAAA"; // created by a key of apptest
+        const OTHERS: &str = "BBBBBBBBBBBBBBBB"; // created by a key of other
+        // (what, key, route, params, want: the result, or the start of the error)
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            &'a str,
+            Vec<(&'a str, &'a str)>,
+            Result<Value, &'a str>,
+        );
+        let cases: Vec<Case> = vec![
+            ("list: the key's app", ID, "list", vec![], Ok(json!([OWN]))),
+            (
+                "list: a rotated key of the same app",
+                ROTATED,
+                "list",
+                vec![],
+                Ok(json!([OWN])),
+            ),
+            (
+                "list: a key of another app",
+                OTHER_KEY,
+                "list",
+                vec![],
+                Ok(json!([OTHERS])),
+            ),
+            (
+                "list on a bound ip",
+                ID,
+                "list",
+                vec![("ip", "10.0.0.5")],
+                Ok(json!([OWN])),
+            ),
+            (
+                "list on an ip bound to another app → 401.6",
+                ID,
+                "list",
+                vec![("ip", "10.0.0.6")],
+                Err("[401.6]"),
+            ),
+            (
+                "stop the own cron",
+                ID,
+                "stop",
+                vec![("cron_id", OWN)],
+                Ok(Value::Null),
+            ),
+            (
+                "a rotated key stops the app's cron",
+                ROTATED,
+                "stop",
+                vec![("cron_id", OWN)],
+                Ok(Value::Null),
+            ),
+            (
+                "a rotated key starts it",
+                ROTATED,
+                "start",
+                vec![("cron_id", OWN)],
+                Ok(Value::Null),
+            ),
+            (
+                "a rotated key reads it",
+                ROTATED,
+                "detail",
+                vec![("cron_id", OWN)],
+                Ok(json!({"id": OWN})),
+            ),
+            (
+                "a rotated key deletes it",
+                ROTATED,
+                "delete",
+                vec![("cron_id", OWN)],
+                Ok(Value::Null),
+            ),
+            (
+                "another app's cron → 401.6",
+                ID,
+                "stop",
+                vec![("cron_id", OTHERS)],
+                Err("[401.6]"),
+            ),
+            (
+                "a key of another app: stop → 401.6",
+                OTHER_KEY,
+                "stop",
+                vec![("cron_id", OWN)],
+                Err("[401.6]"),
+            ),
+            (
+                "a key of another app: start → 401.6",
+                OTHER_KEY,
+                "start",
+                vec![("cron_id", OWN)],
+                Err("[401.6]"),
+            ),
+            (
+                "a key of another app: delete → 401.6",
+                OTHER_KEY,
+                "delete",
+                vec![("cron_id", OWN)],
+                Err("[401.6]"),
+            ),
+            (
+                "a key of another app: detail → 401.6",
+                OTHER_KEY,
+                "detail",
+                vec![("cron_id", OWN)],
+                Err("[401.6]"),
+            ),
+            (
+                "a key of another app: info → 401.6",
+                OTHER_KEY,
+                "info",
+                vec![("cron_id", OWN)],
+                Err("[401.6]"),
+            ),
+            (
+                "its own app's cron",
+                OTHER_KEY,
+                "stop",
+                vec![("cron_id", OTHERS)],
+                Ok(Value::Null),
+            ),
+            (
+                "cron_id checked before permission",
+                OTHER_KEY,
+                "stop",
+                vec![("cron_id", "AAA")],
+                Err("[403.9]"),
+            ),
         ];
-        for (name, cron_id, want) in cases {
-            let (_, v) = send(
-                &r,
-                "GET",
-                &signed_as(ID, "/api/v2/cron/stop", &[("cron_id", cron_id)]),
-                None,
-            )
-            .await;
-            if want.is_empty() {
-                assert_eq!(v["flag"], "true", "{name}: {v}");
-            } else {
-                assert!(
-                    error_of(&v).starts_with(want),
-                    "{name}: want {want}, got {v}"
-                );
+        for (name, key, route, params, want) in cases {
+            let path = format!("/api/v2/cron/{route}");
+            let (_, v) = send(&r, "GET", &signed_as(key, &path, &params), None).await;
+            match want {
+                Ok(result) => {
+                    assert_eq!(v["flag"], "true", "{name}: {v}");
+                    assert_eq!(v["result"], result, "{name}: {v}");
+                }
+                Err(code) => assert!(
+                    error_of(&v).starts_with(code),
+                    "{name}: want {code}, got {v}"
+                ),
             }
         }
     }

@@ -68,10 +68,12 @@ impl Message for CronDetail {
     type Response = Result<Value, ApiError>;
 }
 
-/// `cron/list`: the ids of the crons `owner` created, on `ip` when given, newest first.
+/// `cron/list`: the ids of the crons of `app` (every cron when `None`, as in simple mode), on
+/// `ip` when given, newest first. A cron belongs to the app that created it, not to the key:
+/// every key of the app sees it (api-v2 §4).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CronList {
-    pub owner: String,
+    pub app: Option<String>,
     pub ip: Option<String>,
 }
 

@@ -16,6 +16,8 @@
 //! * A result is stored once ([`Store::record_cron_result`]): a second result for the same
 //!   run, or one for a run that is gone, changes nothing.
 
+use std::collections::{HashMap, HashSet};
+
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
@@ -83,6 +85,8 @@ pub struct CronRunRow {
     pub fire_at_ms: i64,
     pub recorded_at_ms: i64,
     pub catch_up: bool,
+    /// When it was handed to the scheduler; `None` until [`Store::cron_fires_dispatched`].
+    pub dispatched_at_ms: Option<i64>,
     /// `None` while no result arrived.
     pub result: Option<CronOutcome>,
 }
@@ -97,8 +101,29 @@ macro_rules! cron_columns {
 macro_rules! run_columns {
     () => {
         "run_id, cron_id, fire_at_ms, recorded_at_ms, catch_up, finished_at_ms, result_flag, \
-         result_error, worker_flag, worker_message, worker_costtime"
+         result_error, worker_flag, worker_message, worker_costtime, dispatched_at_ms"
     };
+}
+
+/// How many fires (or results) one statement carries, as one JSON array parameter.
+pub const FIRES_PER_STATEMENT: usize = 2_000;
+
+/// A JSON array parameter (read in SQL with `json_each`).
+fn json<T: serde::Serialize>(rows: &T) -> String {
+    serde_json::to_string(rows).expect("plain rows serialize")
+}
+
+/// A result as the JSON row the result statements read.
+fn outcome_json(r: &CronOutcome) -> (&str, i64, i64, &str, i64, &str, i64) {
+    (
+        r.run_id.as_str(),
+        r.at_ms,
+        i64::from(r.flag),
+        r.error.as_str(),
+        r.worker_flag,
+        r.worker_message.as_str(),
+        r.worker_costtime,
+    )
 }
 
 fn cron_from_row(row: &SqliteRow) -> Result<CronRow, sqlx::Error> {
@@ -158,6 +183,7 @@ fn run_from_row(row: &SqliteRow) -> Result<CronRunRow, sqlx::Error> {
         fire_at_ms: row.try_get(2)?,
         recorded_at_ms: row.try_get(3)?,
         catch_up: row.try_get(4)?,
+        dispatched_at_ms: row.try_get(11)?,
         result,
     })
 }
@@ -229,13 +255,19 @@ impl Store {
             .map_err(|e| Error::db(what, e))
     }
 
-    /// The ids of the crons `owner` created (on `ip` only, when given), newest first.
-    pub async fn crons_of(&self, owner: &str, ip: Option<&str>) -> Result<Vec<String>, Error> {
+    /// The ids of the crons of `app` (of every app when `None`; on `ip` only, when given),
+    /// newest first.
+    pub async fn crons_of(
+        &self,
+        app: Option<&str>,
+        ip: Option<&str>,
+    ) -> Result<Vec<String>, Error> {
         sqlx::query_scalar(
-            "SELECT id FROM crons WHERE owner = ? AND (? IS NULL OR ip = ?)
+            "SELECT id FROM crons WHERE (? IS NULL OR app = ?) AND (? IS NULL OR ip = ?)
              ORDER BY created_at_ms DESC, rowid DESC",
         )
-        .bind(owner)
+        .bind(app)
+        .bind(app)
         .bind(ip)
         .bind(ip)
         .fetch_all(&self.pool)
@@ -325,18 +357,20 @@ impl Store {
         Ok(Some(token))
     }
 
-    /// Records fires under the lease `token` of `holder`, keeping the newest `keep` runs of
-    /// each fired cron. Returns `None` (recording nothing) when the token is not the current
-    /// one or the lease has expired at `now_ms`; otherwise, per fire, whether it was recorded
-    /// (it is not when its cron is gone or stopped, or the instant is not after the cron's
-    /// start and newest fire).
+    /// Records fires under the lease `token` of `holder`. Returns `None` (recording nothing)
+    /// when the token is not the current one or the lease has expired at `now_ms`; otherwise,
+    /// per fire, whether it was recorded (it is not when its cron is gone or stopped, or the
+    /// instant is not after the cron's start and newest fire).
+    ///
+    /// One transaction whatever the number of fires, a few statements per
+    /// [`FIRES_PER_STATEMENT`] fires: the fires of one instant (a thousand crons firing every
+    /// second) cost one commit, not a round trip per fire.
     pub async fn record_cron_fires(
         &self,
         holder: &str,
         token: i64,
         now_ms: i64,
         fires: &[NewCronFire],
-        keep: i64,
     ) -> Result<Option<Vec<bool>>, Error> {
         let what = "cannot record cron fires";
         let mut tx = crate::sqlite::begin_immediate(&self.pool)
@@ -350,96 +384,199 @@ impl Store {
         if !matches!(lease, Some((h, t, exp)) if h == holder && t == token && exp > now_ms) {
             return Ok(None);
         }
-        let mut recorded = Vec::with_capacity(fires.len());
-        for f in fires {
-            let advanced = sqlx::query(
-                "UPDATE crons SET last_fire_at_ms = ?
-                 WHERE id = ? AND started = 1 AND started_at_ms < ?
-                   AND (last_fire_at_ms IS NULL OR last_fire_at_ms < ?)",
-            )
-            .bind(f.fire_at_ms)
-            .bind(&f.cron_id)
-            .bind(f.fire_at_ms)
-            .bind(f.fire_at_ms)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| Error::db(what, e))?;
-            if advanced.rows_affected() == 0 {
-                recorded.push(false);
-                continue;
+        let mut recorded = vec![false; fires.len()];
+        let mut start = 0;
+        while start < fires.len() {
+            // A chunk names each cron once, so one statement can judge all its fires; a cron
+            // named again starts the next chunk, judged after this one is applied.
+            let mut names = HashSet::new();
+            let mut end = start;
+            while end < fires.len()
+                && end - start < FIRES_PER_STATEMENT
+                && names.insert(fires[end].cron_id.as_str())
+            {
+                end += 1;
             }
-            sqlx::query(
-                "INSERT INTO cron_runs (run_id, cron_id, fire_at_ms, recorded_at_ms, catch_up)
-                 VALUES (?, ?, ?, ?, ?)",
+            let chunk = &fires[start..end];
+            let instants: Vec<(&str, i64)> = chunk
+                .iter()
+                .map(|f| (f.cron_id.as_str(), f.fire_at_ms))
+                .collect();
+            let advanced: Vec<String> = sqlx::query_scalar(
+                "WITH f (cron_id, at) AS (
+                     SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]')
+                     FROM json_each(?))
+                 UPDATE crons SET last_fire_at_ms = f.at FROM f
+                 WHERE crons.id = f.cron_id AND crons.started = 1 AND crons.started_at_ms < f.at
+                   AND (crons.last_fire_at_ms IS NULL OR crons.last_fire_at_ms < f.at)
+                 RETURNING crons.id",
             )
-            .bind(&f.run_id)
-            .bind(&f.cron_id)
-            .bind(f.fire_at_ms)
-            .bind(now_ms)
-            .bind(f.catch_up)
-            .execute(&mut *tx)
+            .bind(json(&instants))
+            .fetch_all(&mut *tx)
             .await
             .map_err(|e| Error::db(what, e))?;
-            sqlx::query(
-                "DELETE FROM cron_runs WHERE cron_id = ? AND fire_at_ms <= (
-                     SELECT fire_at_ms FROM cron_runs WHERE cron_id = ?
-                     ORDER BY fire_at_ms DESC LIMIT 1 OFFSET ?)",
-            )
-            .bind(&f.cron_id)
-            .bind(&f.cron_id)
-            .bind(keep.max(1))
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| Error::db(what, e))?;
-            recorded.push(true);
+            let advanced: HashSet<String> = advanced.into_iter().collect();
+            let mut runs = Vec::with_capacity(advanced.len());
+            for (i, f) in chunk.iter().enumerate() {
+                if advanced.contains(&f.cron_id) {
+                    recorded[start + i] = true;
+                    runs.push((
+                        f.run_id.as_str(),
+                        f.cron_id.as_str(),
+                        f.fire_at_ms,
+                        i64::from(f.catch_up),
+                    ));
+                }
+            }
+            if !runs.is_empty() {
+                sqlx::query(
+                    "INSERT INTO cron_runs (run_id, cron_id, fire_at_ms, recorded_at_ms, catch_up)
+                     SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+                            json_extract(value, '$[2]'), ?, json_extract(value, '$[3]')
+                     FROM json_each(?)",
+                )
+                .bind(now_ms)
+                .bind(json(&runs))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| Error::db(what, e))?;
+            }
+            start = end;
         }
         tx.commit().await.map_err(|e| Error::db(what, e))?;
         Ok(Some(recorded))
     }
 
-    /// Stores the result of a run and makes it its cron's last result. Returns `false`, changing
-    /// nothing, when the run is unknown (pruned, or its cron deleted) or already has a result.
-    pub async fn record_cron_result(&self, r: &CronOutcome) -> Result<bool, Error> {
-        let what = "cannot record a cron result";
+    /// Stamps recorded runs as handed to the scheduler at `at_ms` and keeps only the newest
+    /// `keep` runs of their crons. One transaction, off the firing path (after the dispatch).
+    pub async fn cron_fires_dispatched(
+        &self,
+        fires: &[NewCronFire],
+        at_ms: i64,
+        keep: i64,
+    ) -> Result<(), Error> {
+        let what = "cannot stamp dispatched cron fires";
         let mut tx = crate::sqlite::begin_immediate(&self.pool)
             .await
             .map_err(|e| Error::db(what, e))?;
-        let done = sqlx::query(
-            "UPDATE cron_runs SET finished_at_ms = ?, result_flag = ?, result_error = ?,
-                 worker_flag = ?, worker_message = ?, worker_costtime = ?
-             WHERE run_id = ? AND finished_at_ms IS NULL",
-        )
-        .bind(r.at_ms)
-        .bind(r.flag)
-        .bind(&r.error)
-        .bind(r.worker_flag)
-        .bind(&r.worker_message)
-        .bind(r.worker_costtime)
-        .bind(&r.run_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| Error::db(what, e))?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
+        for chunk in fires.chunks(FIRES_PER_STATEMENT) {
+            let runs: Vec<&str> = chunk.iter().map(|f| f.run_id.as_str()).collect();
+            sqlx::query(
+                "UPDATE cron_runs SET dispatched_at_ms = ?
+                 WHERE run_id IN (SELECT value FROM json_each(?))",
+            )
+            .bind(at_ms)
+            .bind(json(&runs))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| Error::db(what, e))?;
+            let crons: HashSet<&str> = chunk.iter().map(|f| f.cron_id.as_str()).collect();
+            // Per cron, the instant of its newest run beyond `keep`; everything up to it goes.
+            sqlx::query(
+                "WITH c (id) AS (SELECT value FROM json_each(?)),
+                 cut (id, at) AS MATERIALIZED (
+                     SELECT c.id, (SELECT x.fire_at_ms FROM cron_runs x WHERE x.cron_id = c.id
+                                   ORDER BY x.fire_at_ms DESC LIMIT 1 OFFSET ?)
+                     FROM c)
+                 DELETE FROM cron_runs WHERE rowid IN (
+                     SELECT r.rowid FROM cut JOIN cron_runs r
+                         ON r.cron_id = cut.id AND r.fire_at_ms <= cut.at)",
+            )
+            .bind(json(&crons))
+            .bind(keep.max(1))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| Error::db(what, e))?;
         }
-        sqlx::query(
-            "UPDATE crons SET last_run_id = ?, last_exec_at_ms = ?, last_flag = ?, last_error = ?,
-                 last_worker_flag = ?, last_worker_message = ?, last_worker_costtime = ?
-             WHERE id = (SELECT cron_id FROM cron_runs WHERE run_id = ?)",
-        )
-        .bind(&r.run_id)
-        .bind(r.at_ms)
-        .bind(r.flag)
-        .bind(&r.error)
-        .bind(r.worker_flag)
-        .bind(&r.worker_message)
-        .bind(r.worker_costtime)
-        .bind(&r.run_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| Error::db(what, e))?;
         tx.commit().await.map_err(|e| Error::db(what, e))?;
-        Ok(true)
+        Ok(())
+    }
+
+    /// Stores the result of a run and makes it its cron's last result. Returns `false`, changing
+    /// nothing, when the run is unknown (pruned, or its cron deleted) or already has a result.
+    pub async fn record_cron_result(&self, r: &CronOutcome) -> Result<bool, Error> {
+        let done = self.record_cron_results(std::slice::from_ref(r)).await?;
+        Ok(done[0])
+    }
+
+    /// Stores results of runs (in the order they arrived) in one transaction; each stored one
+    /// becomes its cron's last result, so of two results of one cron the later in `results`
+    /// is the last. Per result, whether it was stored (see [`Store::record_cron_result`]).
+    pub async fn record_cron_results(&self, results: &[CronOutcome]) -> Result<Vec<bool>, Error> {
+        let what = "cannot record cron results";
+        let mut stored = vec![false; results.len()];
+        if results.is_empty() {
+            return Ok(stored);
+        }
+        let mut tx = crate::sqlite::begin_immediate(&self.pool)
+            .await
+            .map_err(|e| Error::db(what, e))?;
+        let mut start = 0;
+        while start < results.len() {
+            // A chunk names each run once (a repeated result is judged in the next chunk).
+            let mut names = HashSet::new();
+            let mut end = start;
+            while end < results.len()
+                && end - start < FIRES_PER_STATEMENT
+                && names.insert(results[end].run_id.as_str())
+            {
+                end += 1;
+            }
+            let chunk = &results[start..end];
+            let rows: Vec<_> = chunk.iter().map(outcome_json).collect();
+            let done: Vec<(String, String)> = sqlx::query_as(
+                "WITH r (run_id, at, flag, error, wf, wm, wc) AS (
+                     SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+                            json_extract(value, '$[2]'), json_extract(value, '$[3]'),
+                            json_extract(value, '$[4]'), json_extract(value, '$[5]'),
+                            json_extract(value, '$[6]')
+                     FROM json_each(?))
+                 UPDATE cron_runs SET finished_at_ms = r.at, result_flag = r.flag,
+                     result_error = r.error, worker_flag = r.wf, worker_message = r.wm,
+                     worker_costtime = r.wc
+                 FROM r
+                 WHERE cron_runs.run_id = r.run_id AND cron_runs.finished_at_ms IS NULL
+                 RETURNING cron_runs.run_id, cron_runs.cron_id",
+            )
+            .bind(json(&rows))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| Error::db(what, e))?;
+            let cron_of: HashMap<String, String> = done.into_iter().collect();
+            // The last stored result of each cron in this chunk becomes its last result.
+            let mut last: HashMap<&str, usize> = HashMap::new();
+            for (i, r) in chunk.iter().enumerate() {
+                if let Some(cron) = cron_of.get(&r.run_id) {
+                    stored[start + i] = true;
+                    last.insert(cron.as_str(), i);
+                }
+            }
+            if !last.is_empty() {
+                let lasts: Vec<_> = last
+                    .iter()
+                    .map(|(cron, &i)| (*cron, outcome_json(&chunk[i])))
+                    .collect();
+                sqlx::query(
+                    "WITH r (cron_id, run_id, at, flag, error, wf, wm, wc) AS (
+                         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1][0]'),
+                                json_extract(value, '$[1][1]'), json_extract(value, '$[1][2]'),
+                                json_extract(value, '$[1][3]'), json_extract(value, '$[1][4]'),
+                                json_extract(value, '$[1][5]'), json_extract(value, '$[1][6]')
+                         FROM json_each(?))
+                     UPDATE crons SET last_run_id = r.run_id, last_exec_at_ms = r.at,
+                         last_flag = r.flag, last_error = r.error, last_worker_flag = r.wf,
+                         last_worker_message = r.wm, last_worker_costtime = r.wc
+                     FROM r WHERE crons.id = r.cron_id",
+                )
+                .bind(json(&lasts))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| Error::db(what, e))?;
+            }
+            start = end;
+        }
+        tx.commit().await.map_err(|e| Error::db(what, e))?;
+        Ok(stored)
     }
 
     /// The kept runs of a cron, newest first.
@@ -548,8 +685,6 @@ mod tests {
             s.cron("C1").await.unwrap(),
             Some(cron("C1", "A", "10.0.0.1", 1))
         );
-        assert_eq!(s.crons_of("A", None).await.unwrap(), ["C2", "C1"]);
-        assert_eq!(s.crons_of("A", Some("10.0.0.1")).await.unwrap(), ["C1"]);
         assert_eq!(
             s.set_cron_started("C1", true, 50).await.unwrap(),
             Some(false)
@@ -594,11 +729,11 @@ mod tests {
             .unwrap();
         // a's token is stale, so a records nothing.
         let f = [fire("C1", "R1", 1000)];
-        assert_eq!(s.record_cron_fires("a", 1, 160, &f, 5).await.unwrap(), None);
+        assert_eq!(s.record_cron_fires("a", 1, 160, &f).await.unwrap(), None);
         // A right token on an expired lease records nothing either.
-        assert_eq!(s.record_cron_fires("b", 2, 250, &f, 5).await.unwrap(), None);
+        assert_eq!(s.record_cron_fires("b", 2, 250, &f).await.unwrap(), None);
         assert_eq!(
-            s.record_cron_fires("b", 2, 160, &f, 5).await.unwrap(),
+            s.record_cron_fires("b", 2, 160, &f).await.unwrap(),
             Some(vec![true])
         );
         // a re-acquires after b's lease expired: token 3.
@@ -615,10 +750,15 @@ mod tests {
         let rec = |f: Vec<NewCronFire>| {
             let s = s.clone();
             async move {
-                s.record_cron_fires("f", t, 1, &f, 3)
-                    .await
-                    .unwrap()
-                    .unwrap()
+                let done = s.record_cron_fires("f", t, 1, &f).await.unwrap().unwrap();
+                let recorded: Vec<NewCronFire> = f
+                    .iter()
+                    .zip(&done)
+                    .filter(|(_, r)| **r)
+                    .map(|(f, _)| f.clone())
+                    .collect();
+                s.cron_fires_dispatched(&recorded, 2, 3).await.unwrap();
+                done
             }
         };
         assert_eq!(
@@ -636,6 +776,7 @@ mod tests {
         let runs = s.cron_runs("C1").await.unwrap();
         let ats: Vec<_> = runs.iter().map(|r| r.fire_at_ms).collect();
         assert_eq!(ats, [5000, 4000, 3000]);
+        assert!(runs.iter().all(|r| r.dispatched_at_ms == Some(2)));
         // Stopped, or started again later: nothing at or before the start fires.
         s.set_cron_started("C1", false, 5500).await.unwrap();
         assert_eq!(rec(vec![fire("C1", "R9", 6000)]).await, [false]);
@@ -652,7 +793,7 @@ mod tests {
             .await
             .unwrap();
         let t = s.cron_lease("f", 0, i64::MAX / 2).await.unwrap().unwrap();
-        s.record_cron_fires("f", t, 1, &[fire("C1", "R1", 1000)], 5)
+        s.record_cron_fires("f", t, 1, &[fire("C1", "R1", 1000)])
             .await
             .unwrap();
         assert_eq!(s.unfinished_cron_runs(0, 10).await.unwrap().len(), 1);
@@ -674,6 +815,122 @@ mod tests {
         assert!(!s.record_cron_result(&unknown).await.unwrap());
         assert_eq!(s.cron("C1").await.unwrap().unwrap().last, Some(out.clone()));
         assert_eq!(s.cron_runs("C1").await.unwrap()[0].result, Some(out));
+        assert!(s.unfinished_cron_runs(0, 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn crons_are_listed_by_app_whoever_created_them() {
+        let (_d, s) = store().await;
+        // (id, app, owner key, ip): two keys of apptest (a rotation), one key of other.
+        let rows = [
+            ("C1", "apptest", "K1", "10.0.0.1"),
+            ("C2", "apptest", "K2", "10.0.0.2"),
+            ("C3", "other", "K3", "10.0.0.1"),
+            ("C4", "apptest", "K1", "10.0.0.1"),
+        ];
+        for (i, (id, app, owner, ip)) in rows.iter().enumerate() {
+            let mut c = cron(id, owner, ip, i as i64);
+            c.app = (*app).into();
+            s.create_cron(&c).await.unwrap();
+        }
+        // (app, ip, ids newest first)
+        let cases: &[(Option<&str>, Option<&str>, &[&str])] = &[
+            (Some("apptest"), None, &["C4", "C2", "C1"]),
+            (Some("apptest"), Some("10.0.0.1"), &["C4", "C1"]),
+            (Some("apptest"), Some("10.0.0.9"), &[]),
+            (Some("other"), None, &["C3"]),
+            (Some("K1"), None, &[]),
+            (Some("nope"), None, &[]),
+            (None, None, &["C4", "C3", "C2", "C1"]),
+            (None, Some("10.0.0.1"), &["C4", "C3", "C1"]),
+        ];
+        for (app, ip, want) in cases {
+            assert_eq!(
+                s.crons_of(*app, *ip).await.unwrap(),
+                *want,
+                "{app:?} {ip:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_fires_of_many_crons_and_their_results_are_recorded_in_bulk() {
+        let (_d, s) = store().await;
+        // More crons than one statement carries, plus a stopped one.
+        let n = FIRES_PER_STATEMENT + 300;
+        let ids: Vec<String> = (0..n).map(|i| format!("C{i:05}")).collect();
+        for id in &ids {
+            s.create_cron(&cron(id, "A", "10.0.0.1", 0)).await.unwrap();
+        }
+        s.create_cron(&cron("STOPPED", "A", "10.0.0.1", 0))
+            .await
+            .unwrap();
+        s.set_cron_started("STOPPED", false, 10).await.unwrap();
+        let t = s.cron_lease("f", 0, i64::MAX / 2).await.unwrap().unwrap();
+        let mut fires: Vec<NewCronFire> = ids
+            .iter()
+            .map(|id| fire(id, &format!("R-{id}"), 1000))
+            .collect();
+        // (fire, recorded): a stopped cron; a cron named again, later (recorded, in order)
+        // and at the same instant (refused); an unknown cron.
+        let extra = [
+            (fire("STOPPED", "R-S", 1000), false),
+            (fire("C00000", "R-again", 2000), true),
+            (fire("C00001", "R-same", 1000), false),
+            (fire("NOPE", "R-nope", 1000), false),
+        ];
+        fires.extend(extra.iter().map(|(f, _)| f.clone()));
+        let want: Vec<bool> = std::iter::repeat_n(true, n)
+            .chain(extra.iter().map(|(_, r)| *r))
+            .collect();
+        assert_eq!(
+            s.record_cron_fires("f", t, 1, &fires).await.unwrap(),
+            Some(want)
+        );
+        assert_eq!(
+            s.cron("C00000").await.unwrap().unwrap().last_fire_at_ms,
+            Some(2000)
+        );
+        assert_eq!(
+            s.cron(&ids[n - 1]).await.unwrap().unwrap().last_fire_at_ms,
+            Some(1000)
+        );
+        assert_eq!(s.cron_runs(&ids[n - 1]).await.unwrap().len(), 1);
+        assert!(s.cron_runs("STOPPED").await.unwrap().is_empty());
+
+        let outcome = |run: &str, at_ms: i64, msg: &str| CronOutcome {
+            run_id: run.into(),
+            at_ms,
+            flag: true,
+            error: String::new(),
+            worker_flag: 1,
+            worker_message: msg.into(),
+            worker_costtime: 3,
+        };
+        let mut results: Vec<CronOutcome> = ids
+            .iter()
+            .map(|id| outcome(&format!("R-{id}"), 1500, id))
+            .collect();
+        // (result, stored): two runs of one cron (the later arrival becomes the last result),
+        // a run answered twice, an unknown run.
+        let extra = [
+            (outcome("R-again", 2500, "again"), true),
+            (outcome("R-C00002", 1600, "twice"), false),
+            (outcome("R-nope", 1600, "nope"), false),
+        ];
+        results.extend(extra.iter().map(|(r, _)| r.clone()));
+        let want: Vec<bool> = std::iter::repeat_n(true, n)
+            .chain(extra.iter().map(|(_, r)| *r))
+            .collect();
+        assert_eq!(s.record_cron_results(&results).await.unwrap(), want);
+        let last = |id: &str| {
+            let s = s.clone();
+            let id = id.to_owned();
+            async move { s.cron(&id).await.unwrap().unwrap().last.unwrap() }
+        };
+        assert_eq!(last("C00000").await, outcome("R-again", 2500, "again"));
+        assert_eq!(last("C00002").await, outcome("R-C00002", 1500, "C00002"));
+        assert_eq!(last(&ids[n - 1]).await.worker_message, ids[n - 1]);
         assert!(s.unfinished_cron_runs(0, 10).await.unwrap().is_empty());
     }
 }

@@ -43,6 +43,11 @@ const SQLITE: &[Migration] = &[
         name: "crons",
         sql: include_str!("../migrations/sqlite/0004_crons.sql"),
     },
+    Migration {
+        version: 5,
+        name: "cron_list_by_app_and_dispatch",
+        sql: include_str!("../migrations/sqlite/0005_cron_list_by_app_and_dispatch.sql"),
+    },
 ];
 
 impl Dialect {

@@ -113,7 +113,8 @@ async fn reopening_is_idempotent_and_keeps_the_data() {
             (1, "agents".to_owned()),
             (2, "supervisor".to_owned()),
             (3, "queues".to_owned()),
-            (4, "crons".to_owned())
+            (4, "crons".to_owned()),
+            (5, "cron_list_by_app_and_dispatch".to_owned()),
         ]
     );
     conn.close().await.unwrap();
@@ -137,7 +138,7 @@ async fn concurrent_opens_of_a_new_database_apply_each_migration_once() {
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(n, 4);
+    assert_eq!(n, 5);
     conn.close().await.unwrap();
 }
 
@@ -158,7 +159,7 @@ async fn a_database_from_a_newer_build_is_refused() {
 
     assert_open_error(
         Store::open(&url(&path)).await,
-        "schema is at version 9999 but this build knows versions up to 4",
+        "schema is at version 9999 but this build knows versions up to 5",
     );
 }
 
