@@ -249,6 +249,9 @@ pub async fn run<L: Ledger>(
                     Err(e) => tracing::warn!(error = %e, "cannot read the started crons"),
                 }
             }
+            // Idle: look ahead one instant for the crons that fired (or were armed), so the
+            // next batch goes out without evaluating any rule first.
+            firer.prepare();
             let wake = firer.next_wake().map_or(renew_at, |w| w.min(renew_at));
             tokio::select! {
                 biased;
