@@ -16,7 +16,7 @@
 //! * A result is stored once ([`Store::record_cron_result`]): a second result for the same
 //!   run, or one for a run that is gone, changes nothing.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
@@ -398,23 +398,33 @@ impl Store {
                 end += 1;
             }
             let chunk = &fires[start..end];
-            let instants: Vec<(&str, i64)> = chunk
-                .iter()
-                .map(|f| (f.cron_id.as_str(), f.fire_at_ms))
-                .collect();
-            let advanced: Vec<String> = sqlx::query_scalar(
-                "WITH f (cron_id, at) AS (
-                     SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]')
-                     FROM json_each(?))
-                 UPDATE crons SET last_fire_at_ms = f.at FROM f
-                 WHERE crons.id = f.cron_id AND crons.started = 1 AND crons.started_at_ms < f.at
-                   AND (crons.last_fire_at_ms IS NULL OR crons.last_fire_at_ms < f.at)
-                 RETURNING crons.id",
-            )
-            .bind(json(&instants))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(|e| Error::db(what, e))?;
+            // One statement per instant (a batch is usually one instant): the crons are
+            // found by id from the JSON list (`+started` keeps SQLite off the `started`
+            // index, which would scan every started cron and probe the list for each).
+            let mut by_instant: BTreeMap<i64, Vec<&str>> = BTreeMap::new();
+            for f in chunk {
+                by_instant
+                    .entry(f.fire_at_ms)
+                    .or_default()
+                    .push(f.cron_id.as_str());
+            }
+            let mut advanced = Vec::with_capacity(chunk.len());
+            for (at, crons) in &by_instant {
+                let done: Vec<String> = sqlx::query_scalar(
+                    "UPDATE crons SET last_fire_at_ms = ?
+                     WHERE id IN (SELECT value FROM json_each(?)) AND +started = 1
+                       AND started_at_ms < ? AND (last_fire_at_ms IS NULL OR last_fire_at_ms < ?)
+                     RETURNING id",
+                )
+                .bind(at)
+                .bind(json(crons))
+                .bind(at)
+                .bind(at)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| Error::db(what, e))?;
+                advanced.extend(done);
+            }
             let advanced: HashSet<String> = advanced.into_iter().collect();
             let mut runs = Vec::with_capacity(advanced.len());
             for (i, f) in chunk.iter().enumerate() {
