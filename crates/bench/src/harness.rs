@@ -345,6 +345,14 @@ impl Cluster {
     /// SQLite store, memory bus), installs the worker and starts the processes. Call
     /// [`Cluster::ready`] before using it.
     pub fn start(o: &ClusterOpts) -> anyhow::Result<Cluster> {
+        Cluster::start_with(o, |_| {})
+    }
+
+    /// [`Cluster::start`] with the center's config changed by `tweak` before it is written.
+    pub fn start_with(
+        o: &ClusterOpts,
+        tweak: impl FnOnce(&mut CenterConfig),
+    ) -> anyhow::Result<Cluster> {
         let bin_dir = match o.bin_dir {
             Some(d) => d.to_owned(),
             None => std::env::current_exe()?
@@ -379,6 +387,7 @@ impl Cluster {
         center.auth.key = random_hex(16);
         center.agents.token = random_hex(16);
         center.store.url = format!("sqlite://{}", dir.join("elves.db").display());
+        tweak(&mut center);
         center.validate()?;
         let center_toml = dir.join("center.toml");
         std::fs::write(&center_toml, toml::to_string(&center)?)?;

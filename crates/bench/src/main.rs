@@ -22,6 +22,7 @@
 //! center, the agents and the bench whatever they are doing. Method, figures and findings:
 //! `BENCHMARKS.md` at the repository root.
 
+mod cron;
 mod harness;
 mod queue;
 mod rt;
@@ -46,6 +47,8 @@ enum Cmd {
     RtLatency(rt::RtArgs),
     /// Queue tasks per second end to end over two agents versus the bare spawn rate.
     QueueThroughput(queue::QueueArgs),
+    /// Fire lag and exactly-once of 1000 every-second crons on a real center and agents.
+    CronLag(cron::CronArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::RtLatency(args) => rt::rt_latency(args),
         Cmd::QueueThroughput(args) => queue::queue_throughput(args),
+        Cmd::CronLag(args) => cron::cron_lag(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
