@@ -1,13 +1,16 @@
 //! `elves-bench`: reproducible benchmarks of a running Elves, against baselines measured in
 //! the same run.
 //!
-//! Both scenarios start a real center and real agents (the `elves` binary) on loopback in a
-//! temporary directory and install the native no-op worker as app `noop`:
+//! Every scenario starts a real center and real agents (the `elves` binary) on loopback in a
+//! temporary directory and installs the native no-op worker as app `noop`:
 //!
 //! * `rt-latency` compares, round by round, a bare spawn of that worker with a signed
 //!   `rt/exec` of it;
 //! * `queue-throughput` runs queues of no-op tasks over two agents, end to end, against the
 //!   rate at which the machine spawns the worker bare with one spawner per agent.
+//! * `cron-lag` fires every-second crons and reads back from the center's records how late
+//!   each fire was handed to the scheduler, and whether any instant was missed or fired twice,
+//!   against a bare timer's lateness in the same window.
 //!
 //! Build first, into the same target directory:
 //!
@@ -15,6 +18,7 @@
 //! cargo build --release -p elves-cli -p elves-bench
 //! target/release/elves-bench rt-latency --n 2000 --warmup 200 --out rt-latency.md
 //! target/release/elves-bench queue-throughput --tasks 1000 --out queue-throughput.md
+//! target/release/elves-bench cron-lag --crons 1000 --secs 60 --out cron-lag.md
 //! ```
 //!
 //! Every run is bounded: sample counts are capped, readiness, each request and each spawn

@@ -239,3 +239,123 @@ fn crons_end_to_end() {
     }
     eprintln!("whole test in {:?}", started.elapsed());
 }
+
+/// The kept runs of a cron, oldest first: `(instant, catch-up, late by ms)`, read from the
+/// center's store once the center stopped.
+fn history(c: &Cluster, id: &str) -> Vec<(i64, bool, i64)> {
+    let db = c.center_config.parent().unwrap().join("elves.db");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = elves_store::Store::open(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        let mut runs: Vec<_> = store
+            .cron_runs(id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.fire_at_ms, r.catch_up, r.recorded_at_ms - r.fire_at_ms))
+            .collect();
+        store.close().await;
+        runs.reverse();
+        runs
+    })
+}
+
+/// The center is killed (SIGKILL) under two every-second crons on a real agent, stays down a
+/// few seconds and starts again on the same data directory. No instant fires twice, and no
+/// recorded run runs twice on the agent; the missed seconds follow each cron's misfire policy
+/// (`fire_once`: exactly one catch-up fire, the latest missed instant; `skip`: none); then
+/// both fire every second again.
+#[test]
+fn a_killed_center_restarts_without_duplicates_and_follows_the_misfire_policies() {
+    let mut c = Cluster::start_on(prepare_agent, free_port(), free_port());
+    let mut crons = Vec::new();
+    for (func, misfire) in [("fire-once", "fire_once"), ("skip", "skip")] {
+        let r = ok(
+            "cron/add",
+            c.api.call(
+                "cron/add",
+                &[
+                    ("ip", IP_A),
+                    ("app", APP),
+                    ("func", func),
+                    ("rule", "* * * * * ?"),
+                    ("misfire", misfire),
+                ],
+            ),
+        );
+        let id = r["id"].as_str().unwrap().to_owned();
+        assert_eq!(detail(&c, &id)["misfire"], misfire);
+        crons.push((func, misfire, id));
+    }
+    poll("three runs of each cron", Duration::from_secs(15), || {
+        crons
+            .iter()
+            .all(|(func, _, _)| runs(&c, func) >= 3)
+            .then_some(())
+    });
+    let (api, agents) = (c.api.addr, c.agents);
+    c.procs.get_mut("center").kill9();
+    let before: Vec<usize> = crons.iter().map(|(f, _, _)| runs(&c, f)).collect();
+    std::thread::sleep(Duration::from_secs(4));
+    c.start_center("center-2");
+    assert_eq!((c.api.addr, c.agents), (api, agents), "the same ports");
+    // The new firer waits for the killed one's lease to expire (15 s at most), then fires.
+    poll(
+        "four more runs of each cron after the restart",
+        Duration::from_secs(45),
+        || {
+            crons
+                .iter()
+                .zip(&before)
+                .all(|((f, _, _), n)| runs(&c, f) >= n + 4)
+                .then_some(())
+        },
+    );
+    for (_, _, id) in &crons {
+        ok("cron/stop", c.api.call("cron/stop", &[("cron_id", id)]));
+    }
+    std::thread::sleep(Duration::from_millis(1500)); // the runs in flight finish
+    c.procs.stop("center-2");
+
+    for (func, misfire, id) in &crons {
+        let h = history(&c, id);
+        let what = format!("{misfire}: {h:?}");
+        // Each instant once, in order, on whole seconds.
+        assert!(h.windows(2).all(|w| w[0].0 < w[1].0), "{what}");
+        assert!(h.iter().all(|r| r.0 % 1000 == 0), "{what}");
+        // Every recorded fire ran once on the agent, and nothing else ran.
+        assert_eq!(runs(&c, func), h.len(), "{what}");
+        // The down time is the one gap; it is at least the 4 s the center was down.
+        let gaps: Vec<usize> = (1..h.len())
+            .filter(|&i| h[i].0 - h[i - 1].0 > 1000)
+            .collect();
+        assert_eq!(gaps.len(), 1, "one gap in {what}");
+        let g = gaps[0];
+        assert!(h[g].0 - h[g - 1].0 >= 4000, "{what}");
+        let caught: Vec<_> = h.iter().filter(|r| r.1).collect();
+        match *misfire {
+            "fire_once" => {
+                // Exactly one catch-up: the first fire after the gap, for the latest missed
+                // instant (so the next fire is the next second, on time).
+                assert_eq!(caught.len(), 1, "{what}");
+                assert!(h[g].1, "{what}");
+                assert_eq!(h[g + 1].0, h[g].0 + 1000, "{what}");
+                assert!(!h[g + 1].1, "{what}");
+            }
+            _ => {
+                // Nothing of the down time fires: after the gap the fires are on time.
+                assert!(caught.is_empty(), "{what}");
+                assert!(h[g].2 <= 2000, "{what}");
+            }
+        }
+        // Normal firing resumed: every second, on time, after the gap.
+        assert!(h.len() - g >= 4, "{what}");
+        assert!(
+            h[g + 1..].windows(2).all(|w| w[1].0 - w[0].0 == 1000),
+            "{what}"
+        );
+        assert!(h[g + 1..].iter().all(|r| !r.1 && r.2 <= 2000), "{what}");
+    }
+}
