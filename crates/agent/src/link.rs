@@ -243,6 +243,9 @@ impl Agent {
         // Results finished while the link was down (or before a restart) go up first.
         self.replay_spool(&tx);
 
+        // An install or removal that finishes is reported at once, not at the next beat.
+        let mut app_changes = self.apps.watch_changes();
+        app_changes.borrow_and_update();
         let mut beat = tokio::time::interval(Duration::from_secs(self.cfg.heartbeat.interval_secs));
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         beat.tick().await; // The Hello was the first heartbeat.
@@ -260,17 +263,26 @@ impl Agent {
                     }
                 },
                 _ = beat.tick() => {
-                    let hb = Heartbeat {
-                        apps: self.apps(),
-                        errors: self.apps.errors().into_iter().collect(),
-                    };
-                    if tx.try_send(AgentMessage { body: Some(agent_message::Body::Heartbeat(hb)) }).is_err() {
-                        tracing::warn!("heartbeat not sent: the link is congested");
-                    }
+                    self.send_heartbeat(&tx);
                     // Results the center has not acknowledged yet are offered again.
                     self.replay_spool(&tx);
                 }
+                Ok(()) = app_changes.changed() => self.send_heartbeat(&tx),
             }
+        }
+    }
+
+    /// Sends the installed apps and their install errors up the link.
+    fn send_heartbeat(&self, tx: &mpsc::Sender<AgentMessage>) {
+        let hb = Heartbeat {
+            apps: self.apps(),
+            errors: self.apps.errors().into_iter().collect(),
+        };
+        let msg = AgentMessage {
+            body: Some(agent_message::Body::Heartbeat(hb)),
+        };
+        if tx.try_send(msg).is_err() {
+            tracing::warn!("heartbeat not sent: the link is congested");
         }
     }
 
