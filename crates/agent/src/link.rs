@@ -198,6 +198,9 @@ impl Agent {
             }
         };
 
+        // An install or removal that finishes after the Hello is reported at once, not at the
+        // next beat.
+        let mut app_changes = self.apps.watch_changes();
         let (tx, rx) = mpsc::channel::<AgentMessage>(OUTBOUND_BUFFER);
         let hello = Hello {
             asset: self.cfg.asset.clone(),
@@ -243,9 +246,6 @@ impl Agent {
         // Results finished while the link was down (or before a restart) go up first.
         self.replay_spool(&tx);
 
-        // An install or removal that finishes is reported at once, not at the next beat.
-        let mut app_changes = self.apps.watch_changes();
-        app_changes.borrow_and_update();
         let mut beat = tokio::time::interval(Duration::from_secs(self.cfg.heartbeat.interval_secs));
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         beat.tick().await; // The Hello was the first heartbeat.
