@@ -22,6 +22,7 @@
 //! center, the agents and the bench whatever they are doing. Method, figures and findings:
 //! `BENCHMARKS.md` at the repository root.
 
+mod agents;
 mod harness;
 mod queue;
 mod rt;
@@ -46,6 +47,8 @@ enum Cmd {
     RtLatency(rt::RtArgs),
     /// Queue tasks per second end to end over two agents versus the bare spawn rate.
     QueueThroughput(queue::QueueArgs),
+    /// N simulated agents (real agent protocol) heartbeating against one center.
+    AgentScale(agents::AgentScaleArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::RtLatency(args) => rt::rt_latency(args),
         Cmd::QueueThroughput(args) => queue::queue_throughput(args),
+        Cmd::AgentScale(args) => agents::agent_scale(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
