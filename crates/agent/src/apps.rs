@@ -14,6 +14,14 @@
 //! is checked against the version marker the installer wrote, and entries that do not match
 //! the files are dropped (the next `DesiredApps` installs them again).
 //!
+//! Every finished install or removal, successful or not, bumps a counter the link watches
+//! ([`Distributor::watch_changes`]): the link sends a heartbeat at once, so the center's agent
+//! list shows the outcome within a moment rather than at the next periodic heartbeat.
+//!
+//! A replaced or removed tree that a running worker still uses is kept under a `.retired-`
+//! name (see [`install`]); [`Distributor::run`] deletes it every [`REAP_EVERY`] once no
+//! process uses it any more.
+//!
 //! A failed install or removal is logged at error level, kept as the app's `last_error`
 //! (sent in every heartbeat until the app reaches its desired state) and retried with back-off
 //! (2 s doubling to 5 min); the version installed before keeps working. An entry without a
@@ -22,13 +30,14 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use elves_proto::agent_link_client::AgentLinkClient;
 use elves_proto::{DesiredApp, FetchRequest};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::Request;
@@ -39,6 +48,8 @@ use crate::install::{self, AppLocks, Limits};
 /// The first wait after a failed install; it doubles up to [`RETRY_CAP`].
 pub const RETRY_BASE: Duration = Duration::from_secs(2);
 pub const RETRY_CAP: Duration = Duration::from_secs(300);
+/// How often retired trees still used by a running worker are looked at again.
+pub const REAP_EVERY: Duration = Duration::from_secs(2);
 /// The longest the center may stay silent in the middle of a download.
 const CHUNK_IDLE: Duration = Duration::from_secs(30);
 
@@ -88,6 +99,10 @@ pub struct Distributor {
     locks: AppLocks,
     wake: Notify,
     limits: Limits,
+    /// Bumped after every finished install or removal (the link heartbeats at once).
+    changes: watch::Sender<u64>,
+    /// Whether `apps_dir` may hold retired trees to delete.
+    retired_pending: AtomicBool,
 }
 
 impl Distributor {
@@ -122,6 +137,9 @@ impl Distributor {
             locks: AppLocks::new(),
             wake: Notify::new(),
             limits: Limits::default(),
+            changes: watch::Sender::new(0),
+            // A worker that outlived the previous agent may hold a tree cleanup_staging kept.
+            retired_pending: AtomicBool::new(true),
         }
     }
 
@@ -157,8 +175,16 @@ impl Distributor {
         self.wake.notify_one();
     }
 
-    /// Follows the desired apps until `cancel` fires.
+    /// A receiver that sees a change after every finished install or removal, successful or
+    /// not: the moment to report the installed apps and errors to the center.
+    pub fn watch_changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Follows the desired apps until `cancel` fires, and deletes retired trees once no worker
+    /// uses them.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        tokio::spawn(self.clone().reap_loop(cancel.clone()));
         loop {
             let next = self.clone().reconcile();
             let sleep = async {
@@ -171,6 +197,37 @@ impl Distributor {
                 _ = self.wake.notified() => {}
                 _ = sleep => {}
                 _ = cancel.cancelled() => return,
+            }
+        }
+    }
+
+    /// Every [`REAP_EVERY`], while retired trees may exist, deletes the ones no process uses.
+    async fn reap_loop(self: Arc<Self>, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(REAP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = cancel.cancelled() => return,
+            }
+            if !self.retired_pending.swap(false, Ordering::SeqCst) {
+                continue;
+            }
+            let dir = self.apps_dir.clone();
+            let kept = match tokio::task::spawn_blocking(move || install::reap_retired(&dir)).await
+            {
+                Ok(Ok(kept)) => kept,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot look for retired app trees");
+                    1
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the reaper task failed");
+                    1
+                }
+            };
+            if kept > 0 {
+                self.retired_pending.store(true, Ordering::SeqCst);
             }
         }
     }
@@ -237,6 +294,8 @@ impl Distributor {
                     }
                     Err(e) => me.failed(&app, target, e),
                 }
+                me.retired_pending.store(true, Ordering::SeqCst);
+                me.changes.send_modify(|n| *n = n.wrapping_add(1));
                 me.wake.notify_one();
             });
         }

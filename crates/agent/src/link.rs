@@ -198,6 +198,9 @@ impl Agent {
             }
         };
 
+        // An install or removal that finishes after the Hello is reported at once, not at the
+        // next beat.
+        let mut app_changes = self.apps.watch_changes();
         let (tx, rx) = mpsc::channel::<AgentMessage>(OUTBOUND_BUFFER);
         let hello = Hello {
             asset: self.cfg.asset.clone(),
@@ -260,17 +263,26 @@ impl Agent {
                     }
                 },
                 _ = beat.tick() => {
-                    let hb = Heartbeat {
-                        apps: self.apps(),
-                        errors: self.apps.errors().into_iter().collect(),
-                    };
-                    if tx.try_send(AgentMessage { body: Some(agent_message::Body::Heartbeat(hb)) }).is_err() {
-                        tracing::warn!("heartbeat not sent: the link is congested");
-                    }
+                    self.send_heartbeat(&tx);
                     // Results the center has not acknowledged yet are offered again.
                     self.replay_spool(&tx);
                 }
+                Ok(()) = app_changes.changed() => self.send_heartbeat(&tx),
             }
+        }
+    }
+
+    /// Sends the installed apps and their install errors up the link.
+    fn send_heartbeat(&self, tx: &mpsc::Sender<AgentMessage>) {
+        let hb = Heartbeat {
+            apps: self.apps(),
+            errors: self.apps.errors().into_iter().collect(),
+        };
+        let msg = AgentMessage {
+            body: Some(agent_message::Body::Heartbeat(hb)),
+        };
+        if tx.try_send(msg).is_err() {
+            tracing::warn!("heartbeat not sent: the link is congested");
         }
     }
 

@@ -953,22 +953,24 @@ fn spawn(cmd: &mut Command) -> std::process::Child {
     panic!("the program stayed busy");
 }
 
-#[test]
-fn a_running_worker_keeps_its_open_files_across_the_swap() {
-    let env = Env::new();
-    let worker: &[u8] = b"#!/bin/sh\nexec 3< data.txt\necho ready\nread x\ncat <&3\necho\n\
-        if [ -e data.txt ]; then echo present; else echo gone; fi\n";
-    env.install(
-        "1.0",
-        &good_zip(&[("app-worker", worker, 0o755), ("data.txt", b"one", 0o644)]),
-    )
-    .expect("install v1");
-    let app_dir = env.apps.join(APP);
-    let mut held = std::fs::File::open(app_dir.join("data.txt")).unwrap();
+/// A worker that waits for a line on stdin, then reads `data.txt` by a relative path (opened
+/// again, after the swap) and says whether it is still there.
+const LATE_READER: &[u8] = b"#!/bin/sh\nexec 3< data.txt\necho ready\nread x\ncat <&3\necho\n\
+    cat data.txt\necho\nif [ -e data.txt ]; then echo present; else echo gone; fi\n";
 
+/// Version `version` of the demo app: the [`LATE_READER`] worker and `data.txt` = `data`.
+fn late_reader_zip(data: &[u8]) -> Vec<u8> {
+    good_zip(&[
+        ("app-worker", LATE_READER, 0o755),
+        ("data.txt", data, 0o644),
+    ])
+}
+
+/// Starts the installed worker in `apps/demo` and waits for its `ready`.
+fn start_worker(app_dir: &Path) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
     let mut child = spawn(
         Command::new(app_dir.join("app-worker"))
-            .current_dir(&app_dir)
+            .current_dir(app_dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped()),
     );
@@ -976,21 +978,135 @@ fn a_running_worker_keeps_its_open_files_across_the_swap() {
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
     assert_eq!(line, "ready\n");
+    (child, stdout)
+}
 
-    env.install("2.0", &v2()).expect("upgrade while running");
-    assert_eq!(tree(&app_dir), v2_tree());
-
+/// Lets the worker go on and returns the rest of its output.
+fn finish_worker(
+    mut child: std::process::Child,
+    mut stdout: BufReader<std::process::ChildStdout>,
+) -> String {
     child.stdin.take().unwrap().write_all(b"go\n").unwrap();
     let mut rest = String::new();
     stdout.read_to_string(&mut rest).unwrap();
     assert!(child.wait().unwrap().success());
-    // The open file still reads the old content; the old tree itself is gone, so a relative
-    // open from the old working directory after the swap finds nothing.
-    assert_eq!(rest, "one\ngone\n");
+    rest
+}
 
+/// The `.retired-` entries of `apps/`.
+fn retired(env: &Env) -> Vec<String> {
+    env.apps_listing()
+        .into_iter()
+        .filter(|n| n.starts_with(install::RETIRED_PREFIX))
+        .collect()
+}
+
+#[test]
+fn a_running_worker_keeps_its_files_across_the_swap_until_it_exits() {
+    let env = Env::new();
+    env.install("1.0", &late_reader_zip(b"one"))
+        .expect("install v1");
+    let app_dir = env.apps.join(APP);
+    let mut held = std::fs::File::open(app_dir.join("data.txt")).unwrap();
+    let (child, stdout) = start_worker(&app_dir);
+
+    env.install("2.0", &v2()).expect("upgrade while running");
+    assert_eq!(tree(&app_dir), v2_tree(), "new lookups see the new version");
+    let kept = retired(&env);
+    assert_eq!(
+        kept.len(),
+        1,
+        "the old tree is kept while the worker runs: {kept:?}"
+    );
+    assert_eq!(
+        install::reap_retired(&env.apps).expect("reap"),
+        1,
+        "the worker still uses it"
+    );
+
+    // The open file, and the files opened by relative path after the swap, are the old ones.
+    assert_eq!(finish_worker(child, stdout), "one\none\npresent\n");
     let mut content = String::new();
     held.read_to_string(&mut content).unwrap();
     assert_eq!(content, "one");
+
+    assert_eq!(install::reap_retired(&env.apps).expect("reap"), 0);
+    assert_eq!(
+        env.apps_listing(),
+        vec![APP.to_owned()],
+        "the old tree is gone once unused"
+    );
+    assert_eq!(tree(&app_dir), v2_tree());
+}
+
+#[test]
+fn a_running_worker_keeps_its_files_when_its_app_is_removed() {
+    let env = Env::new();
+    env.install("1.0", &late_reader_zip(b"one"))
+        .expect("install v1");
+    let (child, stdout) = start_worker(&env.apps.join(APP));
+    assert!(remove(&env.apps, APP).expect("remove"));
+    assert_eq!(
+        installed_version(&env.apps, APP),
+        None,
+        "the app is gone at once"
+    );
+    assert_eq!(retired(&env).len(), 1);
+    assert_eq!(finish_worker(child, stdout), "one\none\npresent\n");
+    assert_eq!(install::reap_retired(&env.apps).expect("reap"), 0);
+    assert!(env.apps_listing().is_empty(), "{:?}", env.apps_listing());
+}
+
+#[test]
+fn trees_in_use_sees_working_directories_and_programs_inside_a_tree() {
+    let env = Env::new();
+    env.install("1.0", &late_reader_zip(b"one")).unwrap();
+    let app_dir = env.apps.join(APP);
+    let elsewhere = env.root().join("pkgs");
+    let dirs = [
+        app_dir.clone(),
+        elsewhere.clone(),
+        env.root().join("missing"),
+    ];
+    assert_eq!(install::trees_in_use(&dirs), [false, false, false]);
+
+    // A process whose working directory is in the tree.
+    let (child, stdout) = start_worker(&app_dir);
+    assert_eq!(install::trees_in_use(&dirs), [true, false, false]);
+    finish_worker(child, stdout);
+    assert_eq!(install::trees_in_use(&dirs), [false, false, false]);
+
+    // A process whose program is in the tree, running elsewhere.
+    let sleep = ["/bin/sleep", "/usr/bin/sleep"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .expect("a sleep program");
+    std::fs::copy(sleep, app_dir.join("bin-sleep")).unwrap();
+    let mut p = spawn(
+        Command::new(app_dir.join("bin-sleep"))
+            .arg("30")
+            .current_dir(&elsewhere),
+    );
+    assert_eq!(install::trees_in_use(&dirs), [true, true, false]);
+    p.kill().unwrap();
+    p.wait().unwrap();
+    assert_eq!(install::trees_in_use(&dirs), [false, false, false]);
+}
+
+#[test]
+fn cleanup_keeps_a_leftover_tree_a_surviving_worker_uses() {
+    let env = Env::with_v1();
+    // The old tree, swapped out by an agent that died; its worker is still running in it.
+    let old = env.apps.join(format!(".staging-{APP}-{HEX}"));
+    installed_tree("0.9", &late_reader_zip(b"old"), &old);
+    let (child, stdout) = start_worker(&old);
+    assert_eq!(cleanup_staging(&env.apps).expect("cleanup"), 0);
+    assert_eq!(tree(&env.apps.join(APP)), v1_tree());
+    assert_eq!(retired(&env).len(), 1, "{:?}", env.apps_listing());
+    assert!(!old.exists(), "renamed to a .retired- name");
+    assert_eq!(finish_worker(child, stdout), "old\nold\npresent\n");
+    assert_eq!(install::reap_retired(&env.apps).expect("reap"), 0);
+    assert_eq!(env.apps_listing(), vec![APP.to_owned()]);
 }
 
 #[test]

@@ -336,6 +336,11 @@ pub struct Cluster {
     /// The worker as the agents run it, and its app directory (their cwd).
     pub entry: PathBuf,
     pub app_dir: PathBuf,
+    /// Where agents connect (`http://…`), the enrollment token and the store's URL
+    /// (agent-scale's simulated agents and registry check).
+    pub agents_endpoint: String,
+    pub agents_token: String,
+    pub store_url: String,
     healthz: String,
     tmp: Option<tempfile::TempDir>,
 }
@@ -442,6 +447,9 @@ impl Cluster {
             api,
             entry,
             app_dir,
+            agents_endpoint: format!("http://127.0.0.1:{agents_port}"),
+            agents_token: center.agents.token.clone(),
+            store_url: center.store.url.clone(),
             healthz: format!("http://127.0.0.1:{api_port}/healthz"),
             tmp: Some(tmp),
         })

@@ -27,6 +27,7 @@
 //! `BENCHMARKS.md` at the repository root.
 
 mod cron;
+mod agents;
 mod harness;
 mod queue;
 mod rt;
@@ -53,6 +54,8 @@ enum Cmd {
     QueueThroughput(queue::QueueArgs),
     /// Fire lag and exactly-once of 1000 every-second crons on a real center and agents.
     CronLag(cron::CronArgs),
+    /// N simulated agents (real agent protocol) heartbeating against one center.
+    AgentScale(agents::AgentScaleArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
         Cmd::RtLatency(args) => rt::rt_latency(args),
         Cmd::QueueThroughput(args) => queue::queue_throughput(args),
         Cmd::CronLag(args) => cron::cron_lag(args),
+        Cmd::AgentScale(args) => agents::agent_scale(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

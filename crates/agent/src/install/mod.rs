@@ -18,7 +18,7 @@
 //! `renameat2(RENAME_NOREPLACE)`. When it exists, `renameat2(RENAME_EXCHANGE)` exchanges the
 //! two names in one atomic step: the old version serves every lookup until that instant and
 //! the new one every lookup after it, with no moment where `apps_dir/{app}` is missing or
-//! mixed. The old tree, now under the staging name, is then deleted.
+//! mixed. The old tree, now under the staging name, is then retired (see *Running workers*).
 //!
 //! When the filesystem does not support `RENAME_EXCHANGE` (`EINVAL`, `ENOSYS`,
 //! `EOPNOTSUPP`), the installer falls back to two renames: the old tree to
@@ -29,12 +29,14 @@
 //!
 //! # Running workers
 //!
-//! A worker that is already running when its app is upgraded keeps going on Linux: its
-//! program file and every file it has open stay readable after they are renamed or unlinked,
-//! and its working directory stays a valid directory handle. Once the old tree is deleted
-//! that directory is empty, though, so a worker that opens another file of its app by a
-//! relative path *after* the swap gets `ENOENT`; workers that need that should open what they
-//! need at start. Workers started after the swap run the new version.
+//! A worker that is already running when its app is upgraded or removed keeps its files: the
+//! replaced tree is renamed to `apps_dir/.retired-{app}-{random}` (one rename in the same
+//! directory, so the worker's working directory and every path relative to it stay valid) and
+//! deleted only once no process has its working directory or its program file inside it
+//! ([`trees_in_use`], read from `/proc`). [`install`] and [`remove`] delete it at once when
+//! nothing uses it; otherwise the agent calls [`reap_retired`] every few seconds until
+//! nothing does. Workers started after the swap run the new version. Without a readable
+//! `/proc` nothing can be seen in use and the old tree is deleted at once.
 //!
 //! # Concurrency and crashes
 //!
@@ -54,9 +56,10 @@
 //! # Ok(()) }
 //! ```
 //!
-//! A crash can leave `.staging-*`, `.old-*` and `.trash-*` entries in `apps_dir`; the agent
-//! calls [`cleanup_staging`] once at start, before any install, to remove them. After it every
-//! app directory holds one complete version, old or new, never a mix.
+//! A crash can leave `.staging-*`, `.old-*`, `.trash-*` and `.retired-*` entries in
+//! `apps_dir`; the agent calls [`cleanup_staging`] once at start, before any install, to
+//! remove them (a tree a surviving worker still uses is retired instead, and reaped later).
+//! After it every app directory holds one complete version, old or new, never a mix.
 
 mod archive;
 mod error;
@@ -89,8 +92,12 @@ pub const STAGING_PREFIX: &str = ".staging-";
 /// The prefix of the old trees parked by the fallback swap in `apps_dir`.
 pub const OLD_PREFIX: &str = ".old-";
 
-/// The prefix of the trees being deleted by [`remove`] in `apps_dir`.
+/// The prefix of the trees being deleted by [`remove`] in `apps_dir` (older agents; still
+/// cleaned up).
 pub const TRASH_PREFIX: &str = ".trash-";
+
+/// The prefix of replaced or removed trees, kept while a running process still uses them.
+pub const RETIRED_PREFIX: &str = ".retired-";
 
 /// The longest app name or version accepted, in bytes.
 const MAX_TOKEN: usize = 128;
@@ -343,13 +350,13 @@ impl Drop for StagingGuard {
 ///
 /// The steps are: check the names, verify the size and digest, pre-scan the package, extract
 /// it into `apps_dir/.staging-{app}-{random}` under `limits`, write `.elves-version`, flush
-/// the tree to disk (`syncfs`), swap it atomically into `apps_dir/{app}` and delete the old
-/// tree (see the module documentation). The package file is opened once and that one handle
+/// the tree to disk (`syncfs`), swap it atomically into `apps_dir/{app}` and retire the old
+/// tree, deleting it at once unless a running process uses it (see the module documentation). The package file is opened once and that one handle
 /// is verified and extracted. `apps_dir` is created when missing.
 ///
 /// On any error before the swap, the staging directory is removed and `apps_dir/{app}` is
-/// exactly as it was. A failure to delete the old tree after a successful swap is only
-/// logged: [`cleanup_staging`] removes it later. The function is synchronous; callers hold
+/// exactly as it was. A failure to retire or delete the old tree after a successful swap is
+/// only logged: [`reap_retired`] or [`cleanup_staging`] removes it later. The function is synchronous; callers hold
 /// the app's [`AppLocks`] guard so that two installs of one app never overlap.
 pub fn install(
     apps_dir: &Path,
@@ -389,9 +396,7 @@ pub fn install(
     staging.disarm();
     match old {
         Some(old) => {
-            if let Err(e) = remove_tree(&old) {
-                tracing::warn!(app, path = %old.display(), error = %e, "cannot remove the previous version; cleanup_staging will");
-            }
+            retire(apps_dir, app, &old);
             tracing::info!(app, version, "app upgraded");
         }
         None => tracing::info!(app, version, "app installed"),
@@ -519,15 +524,16 @@ pub fn installed_version(apps_dir: &Path, app: &str) -> Option<String> {
     Some(version.to_owned())
 }
 
-/// Removes an installed app: `apps_dir/{app}` is first renamed to
-/// `apps_dir/.trash-{app}-{random}` (one atomic step, after which the app is gone), then the
-/// trash is deleted. Returns false when the app was not installed.
+/// Removes an installed app: `apps_dir/{app}` is renamed to
+/// `apps_dir/.retired-{app}-{random}` (one atomic step, after which the app is gone), which is
+/// deleted at once unless a running worker still uses it (then [`reap_retired`] deletes it
+/// later). Returns false when the app was not installed.
 ///
-/// A failure to delete the trash is only logged: [`cleanup_staging`] removes it later.
+/// A failure to delete the retired tree is only logged: [`reap_retired`] retries.
 pub fn remove(apps_dir: &Path, app: &str) -> Result<bool, InstallError> {
     check_app_name(app)?;
-    let trash = apps_dir.join(format!("{TRASH_PREFIX}{app}-{}", random_suffix()));
-    match std::fs::rename(apps_dir.join(app), &trash) {
+    let retired = retired_path(apps_dir, app);
+    match std::fs::rename(apps_dir.join(app), &retired) {
         Ok(()) => {}
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
         Err(e) => {
@@ -536,11 +542,119 @@ pub fn remove(apps_dir: &Path, app: &str) -> Result<bool, InstallError> {
     }
     let dir = open_apps_dir(apps_dir)?;
     sync_dir(&dir, apps_dir)?;
-    if let Err(e) = remove_tree(&trash) {
-        tracing::warn!(app, path = %trash.display(), error = %e, "cannot delete a removed app; cleanup_staging will");
-    }
+    reap_one(&retired);
     tracing::info!(app, "app removed");
     Ok(true)
+}
+
+/// A fresh `apps_dir/.retired-{app}-{random}` name.
+fn retired_path(apps_dir: &Path, app: &str) -> PathBuf {
+    apps_dir.join(format!("{RETIRED_PREFIX}{app}-{}", random_suffix()))
+}
+
+/// Renames a replaced tree to a `.retired-` name and deletes it unless it is in use.
+fn retire(apps_dir: &Path, app: &str, old: &Path) {
+    let retired = retired_path(apps_dir, app);
+    if let Err(e) = std::fs::rename(old, &retired) {
+        tracing::warn!(app, path = %old.display(), error = %e, "cannot retire the previous version; cleanup_staging will remove it");
+        return;
+    }
+    reap_one(&retired);
+}
+
+/// Deletes a retired tree unless a running process uses it; returns whether it is gone.
+fn reap_one(path: &Path) -> bool {
+    if trees_in_use(&[path.to_owned()])[0] {
+        tracing::info!(path = %path.display(), "previous version kept while a running worker uses it");
+        return false;
+    }
+    match remove_tree(path) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot delete a retired app tree; will retry");
+            false
+        }
+    }
+}
+
+/// For each of `dirs`: whether a running process has its working directory or its program
+/// file inside it, as `/proc/{pid}/cwd` and `/proc/{pid}/exe` show (a renamed directory shows
+/// its new name there). Processes the agent may not inspect are not seen; without a readable
+/// `/proc` nothing is in use. One pass over `/proc`, whatever the number of `dirs`.
+pub fn trees_in_use(dirs: &[PathBuf]) -> Vec<bool> {
+    let roots: Vec<Option<PathBuf>> = dirs.iter().map(|d| std::fs::canonicalize(d).ok()).collect();
+    let mut used = vec![false; dirs.len()];
+    if roots.iter().all(Option::is_none) {
+        return used;
+    }
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return used;
+    };
+    for entry in procs.flatten() {
+        let name = entry.file_name();
+        if !name
+            .to_str()
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        {
+            continue;
+        }
+        for link in ["cwd", "exe"] {
+            let Ok(target) = std::fs::read_link(entry.path().join(link)) else {
+                continue;
+            };
+            for (i, root) in roots.iter().enumerate() {
+                if let Some(root) = root
+                    && target.starts_with(root)
+                {
+                    used[i] = true;
+                }
+            }
+        }
+    }
+    used
+}
+
+/// Deletes every `apps_dir/.retired-*` tree no running process uses (see [`trees_in_use`])
+/// and returns how many are still kept. A missing `apps_dir` is not an error. Safe to call
+/// while installs run: it touches only `.retired-` entries.
+pub fn reap_retired(apps_dir: &Path) -> Result<usize, InstallError> {
+    let listing = match std::fs::read_dir(apps_dir) {
+        Ok(l) => l,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(0),
+        Err(e) => {
+            return Err(InstallError::io(
+                format!("cannot list {}", apps_dir.display()),
+                e,
+            ));
+        }
+    };
+    let retired: Vec<PathBuf> = listing
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(RETIRED_PREFIX))
+        })
+        .map(|e| e.path())
+        .collect();
+    let used = trees_in_use(&retired);
+    let mut kept = 0;
+    for (path, used) in retired.iter().zip(used) {
+        if used {
+            kept += 1;
+            continue;
+        }
+        match remove_tree(path) {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "deleted a retired app tree no worker uses any more")
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot delete a retired app tree; will retry");
+                kept += 1;
+            }
+        }
+    }
+    Ok(kept)
 }
 
 /// Returns the app name of a `.old-{app}-{16 hex digits}` entry.
@@ -555,10 +669,12 @@ fn old_app_name(name: &str) -> Option<&str> {
 /// Removes what an interrupted install or removal left in `apps_dir` and returns how many
 /// entries it handled.
 ///
-/// `.staging-*` (a partial new version, or an old version already swapped out) and
-/// `.trash-*` entries are deleted. A `.old-{app}-*` tree (left by a crash inside the fallback
-/// swap) is renamed back to `apps_dir/{app}` when that is missing, and deleted otherwise, so
-/// every app directory ends up holding one complete version. A missing `apps_dir` is not an
+/// `.staging-*` (a partial new version, or an old version already swapped out), `.trash-*`
+/// and `.retired-*` entries are deleted. A `.old-{app}-*` tree (left by a crash inside the
+/// fallback swap) is renamed back to `apps_dir/{app}` when that is missing, and deleted
+/// otherwise, so every app directory ends up holding one complete version. An entry a
+/// running process still uses (a worker that outlived the agent) is not deleted: it is
+/// renamed to `.retired-…` (not counted) for [`reap_retired`]. A missing `apps_dir` is not an
 /// error. The agent calls this once at start, before any install: running it during an
 /// install would delete that install's staging directory.
 pub fn cleanup_staging(apps_dir: &Path) -> Result<usize, InstallError> {
@@ -579,16 +695,18 @@ pub fn cleanup_staging(apps_dir: &Path) -> Result<usize, InstallError> {
         if let Ok(name) = entry.file_name().into_string()
             && (name.starts_with(STAGING_PREFIX)
                 || name.starts_with(TRASH_PREFIX)
-                || name.starts_with(OLD_PREFIX))
+                || name.starts_with(OLD_PREFIX)
+                || name.starts_with(RETIRED_PREFIX))
         {
             names.push(name);
         }
     }
     names.sort();
+    let used = trees_in_use(&names.iter().map(|n| apps_dir.join(n)).collect::<Vec<_>>());
 
     let mut handled = 0;
     let mut first_error = None;
-    for name in names {
+    for (name, used) in names.into_iter().zip(used) {
         let path = apps_dir.join(&name);
         if let Some(app) = old_app_name(&name) {
             let target = apps_dir.join(app);
@@ -612,6 +730,19 @@ pub fn cleanup_staging(apps_dir: &Path) -> Result<usize, InstallError> {
                     }
                 }
             }
+        }
+        if used {
+            if !name.starts_with(RETIRED_PREFIX) {
+                let retired = apps_dir.join(format!("{RETIRED_PREFIX}{}", random_suffix()));
+                if let Err(e) = std::fs::rename(&path, &retired) {
+                    first_error.get_or_insert(InstallError::io(
+                        format!("cannot retire {}", path.display()),
+                        e,
+                    ));
+                }
+            }
+            tracing::info!(path = %path.display(), "a leftover tree is still used by a running process; kept until it is not");
+            continue;
         }
         match remove_tree(&path) {
             Ok(()) => {
