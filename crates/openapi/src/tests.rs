@@ -387,6 +387,14 @@ async fn module_switches_answer_after_the_signature() {
             "/api/v2/info/agents/detail",
             "[402.1]Require Module (supervisor) Not Enabled",
         ),
+        (
+            "/api/v2/info/apps",
+            "[402.1]Require Module (supervisor) Not Enabled",
+        ),
+        (
+            "/api/v2/info/agents",
+            "[402.1]Require Module (supervisor) Not Enabled",
+        ),
     ];
     for (path, want) in cases {
         let (_, v) = send(&r, "GET", &signed(path, &[("app", "apptest")]), None).await;
@@ -637,6 +645,34 @@ mod supervisor_mode {
                 "[401.6]",
             ),
             (
+                "queue/commit of another app's queue → 401.6",
+                ID,
+                "/api/v2/queue/commit",
+                vec![("queue_id", "BBBBBBBBBBBBBBBB")],
+                "[401.6]",
+            ),
+            (
+                "queue/stop of another app's queue → 401.6",
+                ID,
+                "/api/v2/queue/stop",
+                vec![("queue_id", "BBBBBBBBBBBBBBBB")],
+                "[401.6]",
+            ),
+            (
+                "qksqueue for another app → 401.6",
+                ID,
+                "/api/v2/queue/qksqueue",
+                vec![("ip", "10.0.0.5"), ("app", "other"), ("func", "f")],
+                "[401.6]",
+            ),
+            (
+                "qksqueue on an agent not bound to the app → 401.6",
+                ID,
+                "/api/v2/queue/qksqueue",
+                vec![("ip", "10.0.0.6"), ("app", "apptest"), ("func", "f")],
+                "[401.6]",
+            ),
+            (
                 "addtask to another app's queue → 401.6",
                 ID,
                 "/api/v2/queue/addtask",
@@ -707,6 +743,18 @@ mod supervisor_mode {
             ("the own cron", "AAAAAAAAAAAAAAAA", ""),
             ("another app's cron → 401.6", "BBBBBBBBBBBBBBBB", "[401.6]"),
         ];
+        // Every cron-id route refuses another app's cron.
+        for route in ["start", "stop", "delete", "detail", "info"] {
+            let path = format!("/api/v2/cron/{route}");
+            let (_, v) = send(
+                &r,
+                "GET",
+                &signed_as(ID, &path, &[("cron_id", "BBBBBBBBBBBBBBBB")]),
+                None,
+            )
+            .await;
+            assert!(error_of(&v).starts_with("[401.6]"), "{path}: {v}");
+        }
         for (name, cron_id, want) in cases {
             let (_, v) = send(
                 &r,
