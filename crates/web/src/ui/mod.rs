@@ -14,7 +14,8 @@
 //!   POST whose `Origin` is not this host is refused too. The login form uses a double-submit
 //!   token (a short-lived cookie and a field).
 //! * **Headers** on every `/ui` answer: a CSP without inline script (`script-src 'self'`),
-//!   `X-Frame-Options: DENY`, `frame-ancestors 'none'`, `nosniff`, `no-referrer`, and
+//!   `X-Frame-Options: DENY`, `frame-ancestors 'none'`, `nosniff`, `Referrer-Policy: same-origin`
+//!   (with `no-referrer` Chromium sends `Origin: null` on same-origin form posts), and
 //!   `Cache-Control: no-store`. No CORS header is ever sent.
 //! * **Roles**: admins do everything; operators manage apps (create, upload, activate,
 //!   bind/unbind, sync) and see agents and the audit log, but get 403 on keys and users.
@@ -104,7 +105,6 @@ pub fn ui_router(opts: UiOptions, bus: &Bus) -> Router {
         .route("/ui/audit", get(audit_page))
         .layer(DefaultBodyLimit::max(MAX_FORM))
         .merge(upload)
-        .fallback_service(Router::new())
         .layer(middleware::from_fn(guard))
         .with_state(st)
 }
@@ -117,8 +117,22 @@ async fn guard(req: Request, next: Next) -> Response {
     if req.method() == Method::POST && !same_origin(req.headers()) {
         return plain(StatusCode::FORBIDDEN, "cross-origin request refused");
     }
+    // A boosted navigation (also one that followed a POST's redirect) puts the page it landed
+    // on in the address bar, so a reload shows that page again.
+    let boosted_get = req.method() == Method::GET && req.headers().contains_key("hx-boosted");
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
+    if boosted_get
+        && !path.starts_with("/ui/static/")
+        && let Ok(v) = HeaderValue::from_str(&path)
+    {
+        h.insert("hx-push-url", v);
+    }
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CSP),
@@ -130,7 +144,7 @@ async fn guard(req: Request, next: Next) -> Response {
     );
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -195,12 +209,14 @@ fn to_login() -> Response {
 /// The session of a state-changing request whose CSRF token (header or field) is right.
 fn checked(ui: &Ui, h: &HeaderMap, field: Option<&str>) -> Result<(String, Current), Response> {
     let (id, cur) = session(ui, h).ok_or_else(to_login)?;
-    let given = h
-        .get("x-csrf-token")
-        .and_then(|v| v.to_str().ok())
-        .or(field)
-        .unwrap_or("");
-    if same(given, &cur.csrf) {
+    // Either may be right: after a boosted logout and login, the page's body still carries the
+    // old session's header while the forms carry the new token.
+    let header = h.get("x-csrf-token").and_then(|v| v.to_str().ok());
+    let ok = [header, field]
+        .into_iter()
+        .flatten()
+        .any(|given| same(given, &cur.csrf));
+    if ok {
         Ok((id, cur))
     } else {
         Err(plain(StatusCode::FORBIDDEN, "missing or wrong CSRF token"))
@@ -877,10 +893,7 @@ async fn upload(
     mut mp: Multipart,
 ) -> Response {
     // The CSRF token: the htmx header, or a `csrf` field before the file.
-    let mut token = h
-        .get("x-csrf-token")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let mut token: Option<String> = None;
     let mut force = false;
     let back = app_url(&app);
     loop {
@@ -890,7 +903,7 @@ async fn upload(
             Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("bad upload: {e}")),
         };
         match field.name().unwrap_or("") {
-            "csrf" if token.is_none() => token = field.text().await.ok(),
+            "csrf" => token = field.text().await.ok(),
             "force" => force = field.text().await.ok().as_deref() == Some("true"),
             "package" => {
                 let (id, cur) = try_resp!(checked(&ui, &h, token.as_deref()));
