@@ -230,9 +230,16 @@ pub(crate) fn changed_ips(v: &Value) -> Vec<String> {
 mod tests {
     use super::*;
 
+    /// Name, body, and the ips or a part of the error.
+    type ParseCase = (
+        &'static str,
+        &'static str,
+        Result<&'static [&'static str], &'static str>,
+    );
+
     #[test]
     fn parse_rules() {
-        let cases: &[(&str, &str, Result<&[&str], &str>)] = &[
+        let cases: &[ParseCase] = &[
             (
                 "two ips",
                 r#"{"data":[{"ip":"10.0.0.1"},{"ip":"10.0.0.2"}]}"#,

@@ -314,7 +314,13 @@ async fn state_changes_need_the_csrf_token_and_the_same_origin() {
     ];
     for (name, form, headers, want) in cases {
         let r = t
-            .send(Method::POST, "/ui/apps", &[s.clone()], &headers, Some(form))
+            .send(
+                Method::POST,
+                "/ui/apps",
+                std::slice::from_ref(&s),
+                &headers,
+                Some(form),
+            )
             .await;
         assert_eq!(r.status, want, "{name}: {}", r.body);
     }
