@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test gate, the one command the README gives and CI runs:
-# formatting, lints, every test (unit, end-to-end over the real binaries, tidy checks),
-# then each fuzz target for a bounded time.
+# formatting, lints, every test (unit, end-to-end over the real binaries, tidy checks, the
+# browser tests of tests/browser — they need node, Chromium and `npm ci` there, as .ci/run
+# installs; ELVES_SKIP_BROWSER=1 skips them), then each fuzz target for a bounded time.
 #
 #   bash scripts/test.sh            # everything
 #   ELVES_FUZZ_SECS=0 bash scripts/test.sh   # skip fuzzing

@@ -86,6 +86,9 @@ impl Center {
             let opts = elves_supervisor::Options {
                 center_secret: cfg.supervisor.secret.clone(),
                 time_format: time_format.clone(),
+                bind_sync_every: (cfg.supervisor.bind_sync_secs > 0)
+                    .then(|| std::time::Duration::from_secs(cfg.supervisor.bind_sync_secs)),
+                bind_sync_limits: Default::default(),
             };
             elves_supervisor::Service::start(opts, &bus, store.clone())
                 .map_err(|e| anyhow::anyhow!("supervisor.secret: {e}"))?;
@@ -156,11 +159,15 @@ impl Center {
                         cfg.supervisor.packages_dir.display()
                     )
                 })?;
+            let ui = elves_web::UiOptions {
+                packages: packages.clone(),
+            };
             let opts = elves_web::AdminOptions {
                 token: cfg.admin.token.clone(),
                 packages,
             };
             app = app.merge(elves_web::admin_router(opts, &bus));
+            app = app.merge(elves_web::ui_router(ui, &bus));
         }
         if cfg.modules.openapi {
             let opts = elves_openapi::Options {

@@ -94,6 +94,8 @@ enum AppCmd {
         #[arg(required = true)]
         ips: Vec<String>,
     },
+    /// Fetches the app's bind URL now and makes its ips the app's bindings (all or nothing).
+    Sync { app: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -257,6 +259,17 @@ fn run_inner(args: AdminArgs) -> anyhow::Result<()> {
                     Some(json!({ "ips": ips })),
                 )?;
                 out(&v, &|v| print_change(&app, "unbound", &v["removed"]));
+            }
+            AppCmd::Sync { app } => {
+                let v = api.send("POST", &format!("/apps/{}/sync", seg(&app)), None)?;
+                out(&v, &|v| {
+                    println!(
+                        "{app}: {} ips from the bind URL, {} bound, {} unbound",
+                        v["fetched"],
+                        rows(&v["added"]).len(),
+                        rows(&v["removed"]).len()
+                    );
+                });
             }
         },
         AdminCmd::Key { cmd } => match cmd {

@@ -247,7 +247,7 @@ fn print_welcome(
     );
     if let Some(password) = &login.admin_password {
         println!(
-            "Admin account (shown once): admin@localhost / {password}\n             Admin API token: in {} (admin.token), for `elves admin --token …`.\n",
+            "Admin account (shown once): admin@localhost / {password}\n             Web UI: http://{api}/ui/ (log in with it)\n             Admin API token: in {} (admin.token), for `elves admin --token …`.\n",
             data.join("center.toml").display()
         );
     }

@@ -199,6 +199,9 @@ pub struct Supervisor {
     pub secret: String,
     /// Where uploaded app packages are kept (content-addressed).
     pub packages_dir: PathBuf,
+    /// How often apps with a bind URL get their bindings from it, in seconds (0 = only on
+    /// demand).
+    pub bind_sync_secs: u64,
 }
 
 impl Default for Supervisor {
@@ -206,6 +209,7 @@ impl Default for Supervisor {
         Supervisor {
             secret: String::new(),
             packages_dir: "elves-data/packages".into(),
+            bind_sync_secs: 7200,
         }
     }
 }
@@ -243,7 +247,7 @@ macro_rules! redacted_debug {
     };
 }
 
-redacted_debug!(Supervisor { packages_dir } secret { secret });
+redacted_debug!(Supervisor { packages_dir, bind_sync_secs } secret { secret });
 redacted_debug!(Auth { mode, id, window_secs, sign_types } secret { key });
 redacted_debug!(Admin {} secret { token });
 redacted_debug!(Agents { listen, online_secs, heartbeat_secs } secret { token });

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use elves_bus::Bus;
-use elves_rpc::heartbeat::{AgentInfo, DesiredApp, DesiredApps};
+use elves_rpc::heartbeat::{AgentInfo, AgentSummary, DesiredApp, DesiredApps, ListAgents};
 use elves_store::{AgentRecord, Store};
 use elves_types::{ApiError, Clock, ErrorCode, SystemClock};
 use serde_json::{Value, json};
@@ -70,9 +70,14 @@ impl Service {
             let (store, opts) = (s.clone(), o.clone());
             async move { desired_apps(&store, &opts.apps, &m.ip).await }
         });
+        let (s, o) = (store.clone(), opts.clone());
         bus.serve(move |m: AgentInfo| {
-            let (store, opts) = (store.clone(), opts.clone());
+            let (store, opts) = (s.clone(), o.clone());
             async move { agent_info(&store, &opts, &m.ip, SystemClock.now_ms()).await }
+        });
+        bus.serve(move |_: ListAgents| {
+            let (store, opts) = (store.clone(), opts.clone());
+            async move { list_agents(&store, &opts, SystemClock.now_ms()).await }
         });
         Service
     }
@@ -120,6 +125,30 @@ pub async fn desired_apps(
         out.insert(app, entry);
     }
     Ok(out)
+}
+
+/// Every agent of the registry, with whether it is online at `now_ms`.
+pub async fn list_agents(
+    store: &Store,
+    opts: &Options,
+    now_ms: i64,
+) -> Result<Vec<AgentSummary>, ApiError> {
+    let mut all = store.agents().await.map_err(|e| {
+        tracing::error!(error = %e, "agent registry unavailable");
+        ApiError::internal("agent registry unavailable")
+    })?;
+    all.sort_by(|a, b| a.ip.cmp(&b.ip));
+    Ok(all
+        .into_iter()
+        .map(|r| AgentSummary {
+            online: is_online(&r, now_ms, opts.online_secs),
+            ip: r.ip,
+            asset: r.asset,
+            version: r.version,
+            last_heartbeat_ms: r.last_heartbeat_ms,
+            apps: r.apps,
+        })
+        .collect())
 }
 
 async fn agent_info(

@@ -387,6 +387,14 @@ async fn module_switches_answer_after_the_signature() {
             "/api/v2/info/agents/detail",
             "[402.1]Require Module (supervisor) Not Enabled",
         ),
+        (
+            "/api/v2/info/apps",
+            "[402.1]Require Module (supervisor) Not Enabled",
+        ),
+        (
+            "/api/v2/info/agents",
+            "[402.1]Require Module (supervisor) Not Enabled",
+        ),
     ];
     for (path, want) in cases {
         let (_, v) = send(&r, "GET", &signed(path, &[("app", "apptest")]), None).await;
@@ -652,6 +660,34 @@ mod supervisor_mode {
                 ID,
                 "/api/v2/queue/result",
                 vec![("queue_id", "BBBBBBBBBBBBBBBB")],
+                "[401.6]",
+            ),
+            (
+                "queue/commit of another app's queue → 401.6",
+                ID,
+                "/api/v2/queue/commit",
+                vec![("queue_id", "BBBBBBBBBBBBBBBB")],
+                "[401.6]",
+            ),
+            (
+                "queue/stop of another app's queue → 401.6",
+                ID,
+                "/api/v2/queue/stop",
+                vec![("queue_id", "BBBBBBBBBBBBBBBB")],
+                "[401.6]",
+            ),
+            (
+                "qksqueue for another app → 401.6",
+                ID,
+                "/api/v2/queue/qksqueue",
+                vec![("ip", "10.0.0.5"), ("app", "other"), ("func", "f")],
+                "[401.6]",
+            ),
+            (
+                "qksqueue on an agent not bound to the app → 401.6",
+                ID,
+                "/api/v2/queue/qksqueue",
+                vec![("ip", "10.0.0.6"), ("app", "apptest"), ("func", "f")],
                 "[401.6]",
             ),
             (

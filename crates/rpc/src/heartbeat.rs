@@ -46,3 +46,28 @@ impl Message for DesiredApps {
     /// agent.
     type Response = Result<std::collections::BTreeMap<String, DesiredApp>, ApiError>;
 }
+
+/// `web → heartbeat`: every agent the registry knows, online or not (the web UI's agents
+/// page and its bind picker).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ListAgents;
+
+/// One agent as the registry knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentSummary {
+    pub ip: String,
+    pub asset: String,
+    /// The agent's own version.
+    pub version: String,
+    pub online: bool,
+    pub last_heartbeat_ms: i64,
+    /// Installed apps: app → version.
+    pub apps: std::collections::BTreeMap<String, String>,
+}
+
+impl Message for ListAgents {
+    const MODULE: &'static str = crate::module::HEARTBEAT;
+    const ACTION: &'static str = "listAgents";
+    /// Sorted by ip.
+    type Response = Result<Vec<AgentSummary>, ApiError>;
+}

@@ -118,6 +118,11 @@ pub enum AdminCommand {
         app: String,
         ips: Vec<String>,
     },
+    /// Fetches the app's bind URL now and, when the whole answer is valid, makes it the app's
+    /// bindings; answers `{app, fetched, added, removed}`.
+    AppSync {
+        app: String,
+    },
     /// Prints `auth_id` and `auth_key` (the only time the secret is shown).
     KeyAdd {
         app: String,
@@ -173,5 +178,46 @@ pub struct Admin {
 impl Message for Admin {
     const MODULE: &'static str = crate::module::SUPERVISOR;
     const ACTION: &'static str = "admin";
-    type Response = Result<Value, ApiError>;
+    type Response = Result<Value, AdminError>;
+}
+
+/// Why an administration command was refused: the admin API and the web UI map the kind to an
+/// HTTP status without reading the message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminErrorKind {
+    /// The input is malformed (a bad name, ip, version, password, URL…).
+    Invalid,
+    /// No such app, version, key or user.
+    NotFound,
+    /// Refused by a rule of the data: a duplicate, a dependent, the last admin.
+    Conflict,
+    /// A login with a wrong email or password.
+    Denied,
+    /// A binding source (an app's bind URL) failed or answered something invalid.
+    Upstream,
+    /// The store failed, or something else unexpected; the message says no more than that.
+    Internal,
+}
+
+/// A refused administration command: its kind and one line for a human.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminError {
+    pub kind: AdminErrorKind,
+    pub message: String,
+}
+
+impl AdminError {
+    pub fn new(kind: AdminErrorKind, message: impl Into<String>) -> AdminError {
+        AdminError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for AdminError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
 }

@@ -5,29 +5,30 @@
 //! a secret, a password hash or an encrypted key secret — except the new key's secret in the
 //! answer to `KeyAdd`, the only time it is shown.
 //!
-//! Errors carry a code the admin API maps to an HTTP status:
+//! Errors are typed ([`AdminError`]): the admin API and the web UI map the kind to an HTTP
+//! status, never the message text.
 //!
-//! | Code | Meaning |
+//! | Kind | Meaning |
 //! |---|---|
-//! | `AppIllegal`, `IpIllegal`, `ParamIllegal` | the input is malformed (detail says which) |
-//! | `AppNotFound`, `AuthIdNotFound` | no such app, no such key |
-//! | `PermissionDenied` | a login with a wrong email or password |
-//! | `Internal` with a detail | refused by a rule of the data (a duplicate, a dependent, the last admin, an unknown user or version) |
-//! | `Internal` `supervisor store failure` | the store failed |
+//! | `Invalid` | the input is malformed (the message says which) |
+//! | `NotFound` | no such app, version, key or user |
+//! | `Conflict` | refused by a rule of the data (a duplicate, a dependent, the last admin, an existing version without force) |
+//! | `Denied` | a login with a wrong email or password |
+//! | `Internal` | the store failed (`supervisor store failure`; the cause is logged) |
 
 use std::sync::OnceLock;
 
-use elves_rpc::supervisor::AdminCommand;
+use elves_rpc::supervisor::{AdminCommand, AdminError, AdminErrorKind};
 use elves_store::{ApiKey, App, AuditEntry, Change, NewKey, NewVersion, Role, User, Version};
+use elves_types::Id;
 use elves_types::validate::is_ipv4;
-use elves_types::{ApiError, ErrorCode, Id};
 use serde_json::{Value, json};
 
 use crate::package_name::is_valid_version;
 use crate::secrets::{
     encrypt_secret, generate_auth_id, generate_secret, hash_password, verify_password,
 };
-use crate::service::{Inner, store_err};
+use crate::service::Inner;
 
 /// The longest app name, title, key name and email accepted.
 const MAX_APP_NAME: usize = 64;
@@ -50,7 +51,7 @@ pub(crate) async fn run(
     actor: &str,
     cmd: AdminCommand,
     now_ms: i64,
-) -> Result<Value, ApiError> {
+) -> Result<Value, AdminError> {
     let change = Change {
         actor,
         at_ms: now_ms,
@@ -71,18 +72,18 @@ pub(crate) async fn run(
             let created = store
                 .create_app(&app, title, bind_url.as_deref(), change)
                 .await
-                .map_err(store_err)?;
+                .map_err(store_fail)?;
             Ok(app_json(&created))
         }
         AdminCommand::AppList => {
-            let apps = store.apps().await.map_err(store_err)?;
+            let apps = store.apps().await.map_err(store_fail)?;
             let mut out = Vec::with_capacity(apps.len());
             for a in apps {
-                let agents = store.bindings(&a.name).await.map_err(store_err)?.len();
+                let agents = store.bindings(&a.name).await.map_err(store_fail)?.len();
                 let versions: Vec<String> = store
                     .versions(&a.name)
                     .await
-                    .map_err(store_err)?
+                    .map_err(store_fail)?
                     .into_iter()
                     .map(|v| v.version)
                     .collect();
@@ -98,9 +99,9 @@ pub(crate) async fn run(
         }
         AdminCommand::AppShow { app } => {
             let a = require_app(inner, &app).await?;
-            let versions = store.versions(&app).await.map_err(store_err)?;
-            let bindings = store.bindings(&app).await.map_err(store_err)?;
-            let keys = store.keys(&app).await.map_err(store_err)?;
+            let versions = store.versions(&app).await.map_err(store_fail)?;
+            let bindings = store.bindings(&app).await.map_err(store_fail)?;
+            let keys = store.keys(&app).await.map_err(store_fail)?;
             let mut v = app_json(&a);
             v["versions"] = versions.iter().map(version_json).collect();
             v["bindings"] = json!(bindings);
@@ -162,7 +163,7 @@ pub(crate) async fn run(
             let changed = store
                 .set_active_version(&app, &version, change)
                 .await
-                .map_err(store_err)?;
+                .map_err(store_fail)?;
             Ok(json!({ "app": app, "active_version": version, "changed": changed }))
         }
         AdminCommand::Bind { app, ips } => {
@@ -182,6 +183,9 @@ pub(crate) async fn run(
                 .await
                 .map_err(|e| app_err(e, &app))?;
             Ok(json!({ "app": app, "added": done.added, "removed": done.removed }))
+        }
+        AdminCommand::AppSync { app } => {
+            crate::bind_sync::sync_app(inner, &app, actor, now_ms).await
         }
         AdminCommand::KeyAdd {
             app,
@@ -225,7 +229,7 @@ pub(crate) async fn run(
         }
         AdminCommand::KeyList { app } => {
             require_app(inner, &app).await?;
-            let keys = store.keys(&app).await.map_err(store_err)?;
+            let keys = store.keys(&app).await.map_err(store_fail)?;
             Ok(keys.iter().map(|k| key_json(k, now_ms)).collect())
         }
         AdminCommand::KeyDisable { auth_id, disabled } => {
@@ -267,27 +271,33 @@ pub(crate) async fn run(
             let user = store
                 .create_user(&email, &hash, role, change)
                 .await
-                .map_err(store_err)?;
+                .map_err(store_fail)?;
             Ok(user_json(&user))
         }
         AdminCommand::UserList => {
-            let users = store.users().await.map_err(store_err)?;
+            let users = store.users().await.map_err(store_fail)?;
             Ok(users.iter().map(user_json).collect())
         }
         AdminCommand::UserRm { email } => {
-            store.delete_user(&email, change).await.map_err(store_err)?;
+            store
+                .delete_user(&email, change)
+                .await
+                .map_err(store_fail)?;
             Ok(json!({ "email": email, "deleted": true }))
         }
         AdminCommand::UserPassword { email, password } => {
             check_password(&password)?;
-            if store.user(&email).await.map_err(store_err)?.is_none() {
-                return Err(ApiError::internal(format!("user {email} not found")));
+            if store.user(&email).await.map_err(store_fail)?.is_none() {
+                return Err(AdminError::new(
+                    AdminErrorKind::NotFound,
+                    format!("user {email} not found"),
+                ));
             }
             let hash = hash(password).await?;
             store
                 .set_password_hash(&email, &hash, change)
                 .await
-                .map_err(store_err)?;
+                .map_err(store_fail)?;
             Ok(json!({ "email": email, "changed": true }))
         }
         AdminCommand::Login { email, password } => login(inner, email, password, now_ms).await,
@@ -297,7 +307,7 @@ pub(crate) async fn run(
             } else {
                 limit
             };
-            let rows = store.audit(limit, before_id).await.map_err(store_err)?;
+            let rows = store.audit(limit, before_id).await.map_err(store_fail)?;
             Ok(rows.iter().map(audit_json).collect())
         }
     }
@@ -310,11 +320,11 @@ async fn login(
     email: String,
     password: String,
     now_ms: i64,
-) -> Result<Value, ApiError> {
+) -> Result<Value, AdminError> {
     let user = if password.len() > MAX_PASSWORD * 4 {
         None
     } else {
-        inner.store.user(&email).await.map_err(store_err)?
+        inner.store.user(&email).await.map_err(store_fail)?
     };
     let hash = match &user {
         Some(u) => u.password_hash.clone(),
@@ -322,7 +332,7 @@ async fn login(
     };
     let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
         .await
-        .map_err(|_| ApiError::internal("password check failed"))?;
+        .map_err(|_| internal("password check failed"))?;
     match user {
         Some(user) if ok => {
             inner
@@ -335,7 +345,7 @@ async fn login(
                     },
                 )
                 .await
-                .map_err(store_err)?;
+                .map_err(store_fail)?;
             let mut v = user_json(&user);
             v["last_login_ms"] = json!(now_ms);
             Ok(v)
@@ -355,10 +365,7 @@ async fn login(
             if let Err(e) = refused {
                 tracing::warn!(error = %e, "cannot audit a refused login");
             }
-            Err(ApiError {
-                code: ErrorCode::PermissionDenied,
-                detail: Some(BAD_LOGIN.to_owned()),
-            })
+            Err(AdminError::new(AdminErrorKind::Denied, BAD_LOGIN))
         }
     }
 }
@@ -372,68 +379,77 @@ fn dummy_hash() -> &'static str {
 }
 
 /// Hashes a password off the async threads (argon2 is deliberately slow).
-async fn hash(password: String) -> Result<String, ApiError> {
+async fn hash(password: String) -> Result<String, AdminError> {
     tokio::task::spawn_blocking(move || hash_password(&password))
         .await
-        .map_err(|_| ApiError::internal("password hashing failed"))?
-        .map_err(|e| ApiError::internal(e.to_string()))
+        .map_err(|_| internal("password hashing failed"))?
+        .map_err(|e| internal(&e.to_string()))
+}
+
+fn internal(msg: &str) -> AdminError {
+    AdminError::new(AdminErrorKind::Internal, msg)
+}
+
+/// A store error as an admin error: its kind is kept, a failure's cause is only logged.
+pub(crate) fn store_fail(e: elves_store::Error) -> AdminError {
+    match e {
+        elves_store::Error::NotFound(m) => AdminError::new(AdminErrorKind::NotFound, m),
+        elves_store::Error::Conflict(m) => AdminError::new(AdminErrorKind::Conflict, m),
+        other => {
+            tracing::error!(error = %other, "supervisor store failure");
+            internal("supervisor store failure")
+        }
+    }
 }
 
 /// A malformed-input error with a short message.
-fn param(msg: &str) -> ApiError {
-    ApiError {
-        code: ErrorCode::ParamIllegal,
-        detail: Some(msg.to_owned()),
-    }
+pub(crate) fn param(msg: &str) -> AdminError {
+    AdminError::new(AdminErrorKind::Invalid, msg)
 }
 
-fn app_not_found(app: &str) -> ApiError {
-    ApiError {
-        code: ErrorCode::AppNotFound,
-        detail: Some(format!("app `{app}` not found")),
-    }
+fn app_not_found(app: &str) -> AdminError {
+    AdminError::new(AdminErrorKind::NotFound, format!("app `{app}` not found"))
 }
 
 /// The app, or `AppNotFound`.
-async fn require_app(inner: &Inner, app: &str) -> Result<App, ApiError> {
+pub(crate) async fn require_app(inner: &Inner, app: &str) -> Result<App, AdminError> {
     inner
         .store
         .app(app)
         .await
-        .map_err(store_err)?
+        .map_err(store_fail)?
         .ok_or_else(|| app_not_found(app))
 }
 
 /// A store error of a change aimed at `app`: its disappearance becomes `AppNotFound`.
-fn app_err(e: elves_store::Error, app: &str) -> ApiError {
+pub(crate) fn app_err(e: elves_store::Error, app: &str) -> AdminError {
     match e {
         elves_store::Error::NotFound(m) if m.contains(&format!("app `{app}`")) => {
             app_not_found(app)
         }
-        other => store_err(other),
+        other => store_fail(other),
     }
 }
 
 /// A store error of a change aimed at a key: its absence becomes `AuthIdNotFound`.
-fn key_err(e: elves_store::Error) -> ApiError {
+fn key_err(e: elves_store::Error) -> AdminError {
     match e {
-        elves_store::Error::NotFound(m) => ApiError {
-            code: ErrorCode::AuthIdNotFound,
-            detail: Some(m),
-        },
-        other => store_err(other),
+        elves_store::Error::NotFound(m) => AdminError::new(AdminErrorKind::NotFound, m),
+        other => store_fail(other),
     }
 }
 
-fn parse_auth_id(s: &str) -> Result<Id, ApiError> {
-    Id::parse(s.trim()).ok_or_else(|| ApiError {
-        code: ErrorCode::AuthIdNotFound,
-        detail: Some(format!("api key {} not found", s.trim())),
+fn parse_auth_id(s: &str) -> Result<Id, AdminError> {
+    Id::parse(s.trim()).ok_or_else(|| {
+        AdminError::new(
+            AdminErrorKind::NotFound,
+            format!("api key {} not found", s.trim()),
+        )
     })
 }
 
 /// `[A-Za-z0-9_.-]{1,64}`.
-fn check_app_name(app: &str) -> Result<(), ApiError> {
+fn check_app_name(app: &str) -> Result<(), AdminError> {
     let ok = (1..=MAX_APP_NAME).contains(&app.len())
         && app
             .bytes()
@@ -441,15 +457,19 @@ fn check_app_name(app: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError {
-            code: ErrorCode::AppIllegal,
-            detail: Some("the app name must be 1 to 64 characters of A-Z a-z 0-9 _ . -".into()),
-        })
+        Err(param(
+            "the app name must be 1 to 64 characters of A-Z a-z 0-9 _ . -",
+        ))
     }
 }
 
 /// Trimmed text of `min..=max` characters without control characters.
-fn check_text<'a>(what: &str, text: &'a str, min: usize, max: usize) -> Result<&'a str, ApiError> {
+fn check_text<'a>(
+    what: &str,
+    text: &'a str,
+    min: usize,
+    max: usize,
+) -> Result<&'a str, AdminError> {
     let t = text.trim();
     let n = t.chars().count();
     if n < min || n > max || t.chars().any(char::is_control) {
@@ -460,24 +480,28 @@ fn check_text<'a>(what: &str, text: &'a str, min: usize, max: usize) -> Result<&
     Ok(t)
 }
 
-fn check_bind_url(url: &str) -> Result<(), ApiError> {
-    let ok = (url.starts_with("http://") || url.starts_with("https://"))
+/// An `http://` URL (the center has no TLS client: see `bind_sync`).
+fn check_bind_url(url: &str) -> Result<(), AdminError> {
+    if url.starts_with("https://") {
+        return Err(param(
+            "https bind URLs are not supported (the center has no TLS client): use an http:// URL",
+        ));
+    }
+    let ok = url.len() > "http://".len()
+        && url.starts_with("http://")
         && url.len() <= 2048
         && !url.chars().any(|c| c.is_control() || c.is_whitespace());
     if ok {
         Ok(())
     } else {
-        Err(param("the bind URL must be an http:// or https:// URL"))
+        Err(param("the bind URL must be an http:// URL"))
     }
 }
 
 /// Every ip must be dotted IPv4; nothing is changed otherwise.
-fn check_ips(ips: &[String]) -> Result<(), ApiError> {
+fn check_ips(ips: &[String]) -> Result<(), AdminError> {
     if ips.is_empty() || ips.len() > MAX_IPS {
-        return Err(ApiError {
-            code: ErrorCode::IpIllegal,
-            detail: Some(format!("give 1 to {MAX_IPS} ips")),
-        });
+        return Err(param(&format!("give 1 to {MAX_IPS} ips")));
     }
     match ips.iter().find(|ip| !is_ipv4(ip)) {
         None => Ok(()),
@@ -486,17 +510,14 @@ fn check_ips(ips: &[String]) -> Result<(), ApiError> {
             if shown.len() < bad.len() {
                 shown.push('…');
             }
-            Err(ApiError {
-                code: ErrorCode::IpIllegal,
-                detail: Some(format!(
-                    "`{shown}` is not a dotted IPv4 address; nothing changed"
-                )),
-            })
+            Err(param(&format!(
+                "`{shown}` is not a dotted IPv4 address; nothing changed"
+            )))
         }
     }
 }
 
-fn check_email(email: &str) -> Result<(), ApiError> {
+fn check_email(email: &str) -> Result<(), AdminError> {
     let ok = email.len() <= MAX_EMAIL
         && !email.chars().any(|c| c.is_control() || c.is_whitespace())
         && matches!(email.split_once('@'), Some((local, domain))
@@ -508,7 +529,7 @@ fn check_email(email: &str) -> Result<(), ApiError> {
     }
 }
 
-fn check_password(password: &str) -> Result<(), ApiError> {
+fn check_password(password: &str) -> Result<(), AdminError> {
     let n = password.chars().count();
     if n < MIN_PASSWORD {
         return Err(param("the password must be at least 12 characters"));
@@ -610,7 +631,7 @@ mod tests {
             }
         }
 
-        async fn run(&self, cmd: C) -> Result<Value, ApiError> {
+        async fn run(&self, cmd: C) -> Result<Value, AdminError> {
             run(&self.inner, ACTOR, cmd, NOW).await
         }
 
@@ -621,7 +642,7 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{what} failed: {e:?}"))
         }
 
-        async fn err(&self, cmd: C) -> ApiError {
+        async fn err(&self, cmd: C) -> AdminError {
             let what = format!("{cmd:?}");
             match self.run(cmd).await {
                 Ok(v) => panic!("{what} should fail, answered {v}"),
@@ -638,7 +659,12 @@ mod tests {
             .await;
         }
 
-        async fn version(&self, app: &str, version: &str, force: bool) -> Result<Value, ApiError> {
+        async fn version(
+            &self,
+            app: &str,
+            version: &str,
+            force: bool,
+        ) -> Result<Value, AdminError> {
             self.run(C::VersionAdd {
                 app: app.into(),
                 version: version.into(),
@@ -654,8 +680,8 @@ mod tests {
         v.iter().map(|s| s.to_string()).collect()
     }
 
-    fn detail(e: &ApiError) -> &str {
-        e.detail.as_deref().unwrap_or_default()
+    fn detail(e: &AdminError) -> &str {
+        &e.message
     }
 
     #[tokio::test]
@@ -663,7 +689,7 @@ mod tests {
         let t = T::new().await;
         t.app("demo").await;
         let long = "a".repeat(65);
-        let cases: Vec<(&str, C, ErrorCode)> = vec![
+        let cases: Vec<(&str, C, AdminErrorKind)> = vec![
             (
                 "empty app name",
                 C::AppAdd {
@@ -671,7 +697,7 @@ mod tests {
                     title: "x".into(),
                     bind_url: None,
                 },
-                ErrorCode::AppIllegal,
+                AdminErrorKind::Invalid,
             ),
             (
                 "65-char app name",
@@ -680,7 +706,7 @@ mod tests {
                     title: "x".into(),
                     bind_url: None,
                 },
-                ErrorCode::AppIllegal,
+                AdminErrorKind::Invalid,
             ),
             (
                 "slash in app name",
@@ -689,7 +715,7 @@ mod tests {
                     title: "x".into(),
                     bind_url: None,
                 },
-                ErrorCode::AppIllegal,
+                AdminErrorKind::Invalid,
             ),
             (
                 "space in app name",
@@ -698,7 +724,7 @@ mod tests {
                     title: "x".into(),
                     bind_url: None,
                 },
-                ErrorCode::AppIllegal,
+                AdminErrorKind::Invalid,
             ),
             (
                 "blank title",
@@ -707,7 +733,7 @@ mod tests {
                     title: "  ".into(),
                     bind_url: None,
                 },
-                ErrorCode::ParamIllegal,
+                AdminErrorKind::Invalid,
             ),
             (
                 "control in title",
@@ -716,7 +742,7 @@ mod tests {
                     title: "a\nb".into(),
                     bind_url: None,
                 },
-                ErrorCode::ParamIllegal,
+                AdminErrorKind::Invalid,
             ),
             (
                 "ftp bind url",
@@ -725,7 +751,7 @@ mod tests {
                     title: "x".into(),
                     bind_url: Some("ftp://x".into()),
                 },
-                ErrorCode::ParamIllegal,
+                AdminErrorKind::Invalid,
             ),
             (
                 "dotdot version",
@@ -736,7 +762,7 @@ mod tests {
                     size: 1,
                     force: false,
                 },
-                ErrorCode::ParamIllegal,
+                AdminErrorKind::Invalid,
             ),
             (
                 "slash version",
@@ -747,7 +773,7 @@ mod tests {
                     size: 1,
                     force: false,
                 },
-                ErrorCode::ParamIllegal,
+                AdminErrorKind::Invalid,
             ),
             (
                 "short sha",
@@ -758,7 +784,7 @@ mod tests {
                     size: 1,
                     force: false,
                 },
-                ErrorCode::ParamIllegal,
+                AdminErrorKind::Invalid,
             ),
             (
                 "upper sha",
@@ -769,7 +795,7 @@ mod tests {
                     size: 1,
                     force: false,
                 },
-                ErrorCode::ParamIllegal,
+                AdminErrorKind::Invalid,
             ),
             (
                 "negative size",
@@ -780,7 +806,7 @@ mod tests {
                     size: -1,
                     force: false,
                 },
-                ErrorCode::ParamIllegal,
+                AdminErrorKind::Invalid,
             ),
             (
                 "no ips",
@@ -788,7 +814,7 @@ mod tests {
                     app: "demo".into(),
                     ips: vec![],
                 },
-                ErrorCode::IpIllegal,
+                AdminErrorKind::Invalid,
             ),
             (
                 "hostname",
@@ -796,7 +822,7 @@ mod tests {
                     app: "demo".into(),
                     ips: s(&["host"]),
                 },
-                ErrorCode::IpIllegal,
+                AdminErrorKind::Invalid,
             ),
             (
                 "one bad ip among good",
@@ -804,7 +830,7 @@ mod tests {
                     app: "demo".into(),
                     ips: s(&["10.0.0.1", "10.0.0.256"]),
                 },
-                ErrorCode::IpIllegal,
+                AdminErrorKind::Invalid,
             ),
             (
                 "ipv6",
@@ -812,7 +838,7 @@ mod tests {
                     app: "demo".into(),
                     ips: s(&["::1"]),
                 },
-                ErrorCode::IpIllegal,
+                AdminErrorKind::Invalid,
             ),
             (
                 "past expiry",
@@ -821,7 +847,7 @@ mod tests {
                     name: "n".into(),
                     expires_at_ms: Some(NOW),
                 },
-                ErrorCode::ParamIllegal,
+                AdminErrorKind::Invalid,
             ),
             (
                 "control in key name",
@@ -830,14 +856,14 @@ mod tests {
                     name: "a\u{7}".into(),
                     expires_at_ms: None,
                 },
-                ErrorCode::ParamIllegal,
+                AdminErrorKind::Invalid,
             ),
             (
                 "bad auth_id",
                 C::KeyRm {
                     auth_id: "nope".into(),
                 },
-                ErrorCode::AuthIdNotFound,
+                AdminErrorKind::NotFound,
             ),
             (
                 "email without @",
@@ -846,7 +872,7 @@ mod tests {
                     password: "correct horse battery".into(),
                     role: "admin".into(),
                 },
-                ErrorCode::ParamIllegal,
+                AdminErrorKind::Invalid,
             ),
             (
                 "short password",
@@ -855,7 +881,7 @@ mod tests {
                     password: "elevenchars".into(),
                     role: "admin".into(),
                 },
-                ErrorCode::ParamIllegal,
+                AdminErrorKind::Invalid,
             ),
             (
                 "unknown role",
@@ -864,7 +890,7 @@ mod tests {
                     password: "correct horse battery".into(),
                     role: "root".into(),
                 },
-                ErrorCode::ParamIllegal,
+                AdminErrorKind::Invalid,
             ),
             (
                 "short new password",
@@ -872,12 +898,12 @@ mod tests {
                     email: "bob@x.io".into(),
                     password: "short".into(),
                 },
-                ErrorCode::ParamIllegal,
+                AdminErrorKind::Invalid,
             ),
         ];
         for (name, cmd, code) in cases {
             let e = t.err(cmd).await;
-            assert_eq!(e.code, code, "{name}: {e:?}");
+            assert_eq!(e.kind, code, "{name}: {e:?}");
             assert!(!detail(&e).is_empty(), "{name}: no message");
         }
         // Nothing was bound by the refused all-or-nothing bind.
@@ -927,7 +953,7 @@ mod tests {
         for cmd in cases {
             let what = format!("{cmd:?}");
             let e = t.err(cmd).await;
-            assert_eq!(e.code, ErrorCode::AppNotFound, "{what}");
+            assert_eq!(e.kind, AdminErrorKind::NotFound, "{what}");
             assert_eq!(detail(&e), "app `ghost` not found", "{what}");
         }
     }
@@ -953,6 +979,7 @@ mod tests {
             })
             .await;
         assert!(detail(&dup).contains("already exists"), "{dup:?}");
+        assert_eq!(dup.kind, AdminErrorKind::Conflict);
 
         assert_eq!(
             t.version("demo", "1.0", false).await.unwrap()["replaced"],
@@ -960,6 +987,7 @@ mod tests {
         );
         let again = t.version("demo", "1.0", false).await.unwrap_err();
         assert!(detail(&again).contains("force"), "{again:?}");
+        assert_eq!(again.kind, AdminErrorKind::Conflict);
         assert_eq!(
             t.version("demo", "1.0", true).await.unwrap()["replaced"],
             true
@@ -973,6 +1001,7 @@ mod tests {
             })
             .await;
         assert!(detail(&e).contains("3.0"), "{e:?}");
+        assert_eq!(e.kind, AdminErrorKind::NotFound);
         let on = t
             .ok(C::Activate {
                 app: "demo".into(),
@@ -1018,7 +1047,7 @@ mod tests {
         assert_eq!(show["versions"][1]["uploader"], ACTOR);
 
         let refused = t.err(C::AppDelete { app: "demo".into() }).await;
-        assert_eq!(refused.code, ErrorCode::Internal);
+        assert_eq!(refused.kind, AdminErrorKind::Conflict);
         assert!(
             detail(&refused).contains("still has 2 versions, 1 binding"),
             "{refused:?}"
@@ -1117,7 +1146,7 @@ mod tests {
                 expires_at_ms: None,
             },
         ] {
-            assert_eq!(t.err(cmd).await.code, ErrorCode::AuthIdNotFound);
+            assert_eq!(t.err(cmd).await.kind, AdminErrorKind::NotFound);
         }
     }
 
@@ -1150,6 +1179,7 @@ mod tests {
             })
             .await;
         assert!(detail(&dup).contains("already exists"), "{dup:?}");
+        assert_eq!(dup.kind, AdminErrorKind::Conflict);
 
         let list = t.ok(C::UserList).await;
         assert_eq!(list.as_array().unwrap().len(), 2);
@@ -1178,7 +1208,7 @@ mod tests {
             })
             .await;
         assert_eq!(wrong_pw, wrong_email);
-        assert_eq!(wrong_pw.code, ErrorCode::PermissionDenied);
+        assert_eq!(wrong_pw.kind, AdminErrorKind::Denied);
 
         let new_pw = "another long password";
         t.ok(C::UserPassword {
@@ -1203,6 +1233,7 @@ mod tests {
             })
             .await;
         assert!(detail(&ghost).contains("not found"), "{ghost:?}");
+        assert_eq!(ghost.kind, AdminErrorKind::NotFound);
 
         let last = t
             .err(C::UserRm {
@@ -1210,6 +1241,7 @@ mod tests {
             })
             .await;
         assert!(detail(&last).contains("last admin"), "{last:?}");
+        assert_eq!(last.kind, AdminErrorKind::Conflict);
         t.ok(C::UserRm {
             email: "bob@x.io".into(),
         })
@@ -1220,6 +1252,7 @@ mod tests {
             })
             .await;
         assert!(detail(&gone).contains("not found"), "{gone:?}");
+        assert_eq!(gone.kind, AdminErrorKind::NotFound);
     }
 
     #[tokio::test]

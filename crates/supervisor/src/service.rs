@@ -17,6 +17,11 @@ pub struct Options {
     pub center_secret: String,
     /// Formats instants (Unix ms) for API results: `yyyy-MM-dd HH:mm:ss` in the center's zone.
     pub time_format: TimeFormat,
+    /// How often every app with a bind URL is synced (`supervisor.bind_sync_secs`); `None`
+    /// syncs only on demand.
+    pub bind_sync_every: Option<std::time::Duration>,
+    /// Bounds of one bind-URL fetch.
+    pub bind_sync_limits: crate::bind_sync::Limits,
 }
 
 /// Formats a Unix-ms instant for API results.
@@ -30,6 +35,7 @@ pub(crate) struct Inner {
     pub(crate) key: CenterKey,
     pub(crate) clock: SystemClock,
     pub(crate) time_format: TimeFormat,
+    pub(crate) sync_limits: crate::bind_sync::Limits,
 }
 
 pub(crate) fn store_err(e: elves_store::Error) -> ApiError {
@@ -51,6 +57,7 @@ impl Service {
             key,
             clock: SystemClock,
             time_format: opts.time_format,
+            sync_limits: opts.bind_sync_limits,
         });
         let bus = bus.for_module(elves_rpc::module::SUPERVISOR);
         macro_rules! serve {
@@ -74,10 +81,27 @@ impl Service {
                 async move {
                     let cmd = m.command.clone();
                     let out = me.admin(m).await;
-                    if out.is_ok() {
-                        me.apps_changed(&b, &cmd).await;
+                    if let Ok(v) = &out {
+                        me.apps_changed(&b, &cmd, v).await;
                     }
                     out
+                }
+            });
+        }
+        if let Some(every) = opts.bind_sync_every.filter(|d| !d.is_zero()) {
+            // Runs as long as the runtime does (the center's lifetime); one app at a time.
+            let (me, b) = (inner.clone(), bus.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let ips = crate::bind_sync::sync_all(&me, me.clock.now_ms()).await;
+                    if !ips.is_empty()
+                        && let Err(e) = b.cast(elves_rpc::gateway::AppsChanged { ips: Some(ips) })
+                    {
+                        tracing::debug!(error = %e, "apps change not announced to the gateway");
+                    }
                 }
             });
         }
@@ -94,6 +118,7 @@ impl Inner {
             key: CenterKey::derive(center_secret).expect("a test center secret of 16+ bytes"),
             clock: SystemClock,
             time_format: Arc::new(|ms| ms.to_string()),
+            sync_limits: crate::bind_sync::Limits::default(),
         }
     }
 
@@ -161,12 +186,24 @@ impl Inner {
     }
 
     /// Casts `gateway.appsChanged` for the agents an activation or a bindings change affects.
-    async fn apps_changed(&self, bus: &Bus, cmd: &elves_rpc::supervisor::AdminCommand) {
+    async fn apps_changed(
+        &self,
+        bus: &Bus,
+        cmd: &elves_rpc::supervisor::AdminCommand,
+        out: &Value,
+    ) {
         use elves_rpc::supervisor::AdminCommand as C;
         let ips = match cmd {
             // Without the bindings, every linked agent recomputes.
             C::Activate { app, .. } => self.store.bindings(app).await.ok(),
             C::Bind { ips, .. } | C::Unbind { ips, .. } => Some(ips.clone()),
+            C::AppSync { .. } => {
+                let ips = crate::bind_sync::changed_ips(out);
+                if ips.is_empty() {
+                    return;
+                }
+                Some(ips)
+            }
             _ => return,
         };
         if let Err(e) = bus.cast(elves_rpc::gateway::AppsChanged { ips }) {
@@ -174,7 +211,7 @@ impl Inner {
         }
     }
 
-    async fn admin(&self, m: Admin) -> Result<Value, ApiError> {
+    async fn admin(&self, m: Admin) -> Result<Value, elves_rpc::supervisor::AdminError> {
         crate::admin::run(self, &m.actor, m.command, self.clock.now_ms()).await
     }
 }

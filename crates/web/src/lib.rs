@@ -1,4 +1,4 @@
-//! Layer 3 of Elves: the admin HTTP API.
+//! Layer 3 of Elves: the admin HTTP API, and the web admin UI ([`ui`], under `/ui/`).
 //!
 //! [`admin_router`] serves JSON under `/admin/api/`, one route per supervisor admin command
 //! (`elves_rpc::supervisor::AdminCommand`), sent over the bus as the actor `admin-token`.
@@ -12,7 +12,9 @@
 //!   are streamed to the [`PackageStore`] up to 256 MiB, then recorded with `VersionAdd`.
 //! * **Errors**: `{"error": "<one line>"}` with 400 (malformed input), 401 (token), 404 (no
 //!   such app, key, user or route), 409 (refused by a rule: a duplicate, a dependent, the last
-//!   admin), 413 (package too large), 500 (store failure), 503 (supervisor unavailable).
+//!   admin), 413 (package too large), 500 (store failure), 503 (supervisor unavailable). The
+//!   status comes from the kind of the supervisor's typed refusal
+//!   (`elves_rpc::supervisor::AdminErrorKind`, see [`status_of`]), never from its text.
 //!
 //! | Route | Command |
 //! |---|---|
@@ -24,6 +26,7 @@
 //! | `POST /admin/api/apps/{app}/activate` `{version}` | `Activate` |
 //! | `POST /admin/api/apps/{app}/bind` `{ips}` | `Bind` |
 //! | `POST /admin/api/apps/{app}/unbind` `{ips}` | `Unbind` |
+//! | `POST /admin/api/apps/{app}/sync` | `AppSync` (502 when the bind URL fails) |
 //! | `POST /admin/api/keys` `{app, name?, expires_at_ms?}` | `KeyAdd` |
 //! | `GET /admin/api/keys?app=APP` | `KeyList` |
 //! | `DELETE /admin/api/keys/{auth_id}` | `KeyRm` |
@@ -34,6 +37,8 @@
 //! | `DELETE /admin/api/users/{email}` | `UserRm` |
 //! | `POST /admin/api/users/{email}/password` `{password}` | `UserPassword` |
 //! | `GET /admin/api/audit?limit=&before_id=` | `Audit` |
+
+pub mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,16 +52,16 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use elves_bus::Bus;
-use elves_rpc::supervisor::{Admin, AdminCommand};
+use elves_rpc::supervisor::{Admin, AdminCommand, AdminErrorKind};
 pub use elves_store::PackageStore;
 use elves_supervisor::package_name;
-use elves_types::{ApiError, ErrorCode};
 use futures::StreamExt;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+pub use ui::{UiOptions, ui_router};
 
 /// The actor admin-token requests are audited as.
 pub const ACTOR: &str = "admin-token";
@@ -65,7 +70,7 @@ pub const MAX_PACKAGE: u64 = 256 * 1024 * 1024;
 /// The largest JSON body, in bytes.
 const MAX_JSON: usize = 1024 * 1024;
 /// How long a command may take on the supervisor.
-const DEADLINE: Duration = Duration::from_secs(30);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(30);
 /// What every zip file starts with (a local file header).
 const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
 
@@ -102,6 +107,7 @@ pub fn admin_router(opts: AdminOptions, bus: &Bus) -> Router {
         .route("/apps/{app}/activate", post(activate))
         .route("/apps/{app}/bind", post(bind))
         .route("/apps/{app}/unbind", post(unbind))
+        .route("/apps/{app}/sync", post(app_sync))
         .route("/keys", post(key_add).get(key_list))
         .route("/keys/{auth_id}", axum::routing::delete(key_rm))
         .route("/keys/{auth_id}/disable", post(key_disable))
@@ -168,45 +174,46 @@ async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "no such admin API route")
 }
 
-/// The HTTP status of a supervisor's refusal (see `elves_supervisor`'s admin module).
-fn status_of(e: &ApiError) -> StatusCode {
-    match e.code {
-        ErrorCode::AppIllegal
-        | ErrorCode::IpIllegal
-        | ErrorCode::ParamIllegal
-        | ErrorCode::FuncIllegal => StatusCode::BAD_REQUEST,
-        ErrorCode::AppNotFound | ErrorCode::AuthIdNotFound => StatusCode::NOT_FOUND,
-        ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
-        ErrorCode::Internal => match e.detail.as_deref() {
-            None | Some("") | Some("supervisor store failure") => StatusCode::INTERNAL_SERVER_ERROR,
-            Some(d) if d.ends_with("not found") => StatusCode::NOT_FOUND,
-            Some(_) => StatusCode::CONFLICT,
-        },
-        _ => StatusCode::BAD_REQUEST,
+/// The HTTP status of a supervisor's refusal, from its kind (never from its text).
+pub fn status_of(kind: AdminErrorKind) -> StatusCode {
+    match kind {
+        AdminErrorKind::Invalid => StatusCode::BAD_REQUEST,
+        AdminErrorKind::NotFound => StatusCode::NOT_FOUND,
+        AdminErrorKind::Conflict => StatusCode::CONFLICT,
+        AdminErrorKind::Denied => StatusCode::FORBIDDEN,
+        AdminErrorKind::Upstream => StatusCode::BAD_GATEWAY,
+        AdminErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
 /// Runs one command; `ok` is the status of a success.
 async fn command(st: &St, ok: StatusCode, cmd: AdminCommand) -> Response {
+    match run_admin(&st.bus, ACTOR, cmd).await {
+        Ok(v) => reply(ok, &v),
+        Err((status, msg)) => error(status, &msg),
+    }
+}
+
+/// Sends one admin command over the bus as `actor`: the answer, or the HTTP status and one
+/// line saying why not.
+pub(crate) async fn run_admin(
+    bus: &Bus,
+    actor: &str,
+    cmd: AdminCommand,
+) -> Result<Value, (StatusCode, String)> {
     let msg = Admin {
-        actor: ACTOR.to_owned(),
+        actor: actor.to_owned(),
         command: cmd,
     };
-    match st.bus.call(msg, DEADLINE).await {
-        Ok(Ok(v)) => reply(ok, &v),
-        Ok(Err(e)) => {
-            let text = match &e.detail {
-                Some(d) if !d.is_empty() => d.clone(),
-                _ => e.code.to_string(),
-            };
-            error(status_of(&e), &text)
-        }
+    match bus.call(msg, DEADLINE).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err((status_of(e.kind), e.message)),
         Err(e) => {
             tracing::warn!(error = %e, "admin command not answered");
-            error(
+            Err((
                 StatusCode::SERVICE_UNAVAILABLE,
-                "the supervisor is unavailable",
-            )
+                "the supervisor is unavailable".to_owned(),
+            ))
         }
     }
 }
@@ -328,20 +335,38 @@ fn too_large() -> Response {
 /// Writes the body to the package store; nothing is left behind on failure.
 #[allow(clippy::result_large_err)]
 async fn store_package(packages: &PackageStore, body: Body) -> Result<(String, u64), Response> {
+    store_stream(packages, body.into_data_stream())
+        .await
+        .map_err(|(status, msg)| error(status, &msg))
+}
+
+/// Writes a stream of chunks (a request body, a multipart field) to the package store, up to
+/// [`MAX_PACKAGE`] bytes of zip; answers its SHA-256 and size. Nothing is left behind on
+/// failure.
+pub(crate) async fn store_stream<S, E>(
+    packages: &PackageStore,
+    mut stream: S,
+) -> Result<(String, u64), (StatusCode, String)>
+where
+    S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
+{
     let failed = |e: std::io::Error| {
         tracing::error!(error = %e, "cannot store a package");
-        error(
+        (
             StatusCode::INTERNAL_SERVER_ERROR,
-            "cannot store the package",
+            "cannot store the package".to_owned(),
         )
     };
     let mut w = packages.writer().await.map_err(failed)?;
     let mut head: Vec<u8> = Vec::with_capacity(ZIP_MAGIC.len());
-    let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|_| error(StatusCode::BAD_REQUEST, "the upload was cut off"))?;
+        let chunk =
+            chunk.map_err(|_| (StatusCode::BAD_REQUEST, "the upload was cut off".to_owned()))?;
         if w.size() + chunk.len() as u64 > MAX_PACKAGE {
-            return Err(too_large());
+            return Err((
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the package is larger than 256 MiB".to_owned(),
+            ));
         }
         if head.len() < ZIP_MAGIC.len() {
             let take = (ZIP_MAGIC.len() - head.len()).min(chunk.len());
@@ -350,7 +375,10 @@ async fn store_package(packages: &PackageStore, body: Body) -> Result<(String, u
         w.write(&chunk).await.map_err(failed)?;
     }
     if head != ZIP_MAGIC {
-        return Err(error(StatusCode::BAD_REQUEST, "the body is not a zip file"));
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "the body is not a zip file".to_owned(),
+        ));
     }
     w.finish().await.map_err(failed)
 }
@@ -389,6 +417,10 @@ async fn unbind(State(st): Shared, Path(app): Path<String>, bytes: Bytes) -> Res
         AdminCommand::Unbind { app, ips: b.ips },
     )
     .await
+}
+
+async fn app_sync(State(st): Shared, Path(app): Path<String>) -> Response {
+    command(&st, StatusCode::OK, AdminCommand::AppSync { app }).await
 }
 
 #[derive(Deserialize)]

@@ -29,6 +29,8 @@ async fn start(token: &str) -> T {
     let opts = Options {
         center_secret: "0123456789ABCDEF0123456789ABCDEF".into(),
         time_format: Arc::new(|ms| ms.to_string()),
+        bind_sync_every: None,
+        bind_sync_limits: Default::default(),
     };
     Service::start(opts, &bus, store).unwrap();
     let packages = PackageStore::open(dir.path().join("packages")).unwrap();

@@ -1,0 +1,435 @@
+//! The web UI's security rules over a real supervisor module on an in-process bus: headers,
+//! login CSRF and rate limit, session cookies, CSRF on state changes, foreign origins, roles,
+//! logout, and a key's secret shown once.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use elves_bus::Bus;
+use elves_rpc::supervisor::{Admin, AdminCommand};
+use elves_store::{PackageStore, Store};
+use elves_supervisor::{Options, Service};
+use elves_web::{UiOptions, ui_router};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+const ADMIN: &str = "ann@example.com";
+const OPERATOR: &str = "olly@example.com";
+const PW: &str = "correct horse battery staple";
+
+struct T {
+    router: Router,
+    _dir: tempfile::TempDir,
+}
+
+struct Resp {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+async fn start() -> T {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("elves.db").display());
+    let store = Store::open(&url).await.unwrap();
+    let bus = Bus::memory();
+    let opts = Options {
+        center_secret: "0123456789ABCDEF0123456789ABCDEF".into(),
+        time_format: Arc::new(|ms| ms.to_string()),
+        bind_sync_every: None,
+        bind_sync_limits: Default::default(),
+    };
+    Service::start(opts, &bus, store).unwrap();
+    for (email, role) in [(ADMIN, "admin"), (OPERATOR, "operator")] {
+        let cmd = AdminCommand::UserAdd {
+            email: email.into(),
+            password: PW.into(),
+            role: role.into(),
+        };
+        let msg = Admin {
+            actor: "test".into(),
+            command: cmd,
+        };
+        bus.call(msg, std::time::Duration::from_secs(30))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let packages = PackageStore::open(dir.path().join("packages")).unwrap();
+    T {
+        router: ui_router(UiOptions { packages }, &bus),
+        _dir: dir,
+    }
+}
+
+/// `name=value` of a Set-Cookie header named `name`, with its attributes.
+fn set_cookie(h: &HeaderMap, name: &str) -> Option<String> {
+    h.get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(str::to_owned)
+}
+
+fn cookie_value(set: &str) -> String {
+    set.split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_owned()
+}
+
+/// The `csrf` hidden field of a page.
+fn csrf_of(page: &str) -> String {
+    let at = page.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+    page[at..at + 64].to_owned()
+}
+
+impl T {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        cookies: &[String],
+        extra: &[(&str, &str)],
+        form: Option<String>,
+    ) -> Resp {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, "127.0.0.1:9091");
+        if !cookies.is_empty() {
+            req = req.header(header::COOKIE, cookies.join("; "));
+        }
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        let body = match form {
+            Some(f) => {
+                req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+                Body::from(f)
+            }
+            None => Body::empty(),
+        };
+        let resp = self
+            .router
+            .clone()
+            .oneshot(req.body(body).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        Resp {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
+    async fn get(&self, path: &str, session: &str) -> Resp {
+        self.send(Method::GET, path, &[session.to_owned()], &[], None)
+            .await
+    }
+
+    async fn post(&self, path: &str, session: &str, form: &str) -> Resp {
+        self.send(
+            Method::POST,
+            path,
+            &[session.to_owned()],
+            &[],
+            Some(form.to_owned()),
+        )
+        .await
+    }
+
+    /// Logs in; answers the answer and the `elves_session=…` cookie pair.
+    async fn login(&self, email: &str, password: &str) -> (Resp, Option<String>) {
+        let page = self.send(Method::GET, "/ui/login", &[], &[], None).await;
+        let login_cookie = set_cookie(&page.headers, "elves_login").expect("a login cookie");
+        let token = csrf_of(&page.body);
+        let form = format!(
+            "csrf={token}&email={}&password={}",
+            enc(email),
+            enc(password)
+        );
+        let pair = format!("elves_login={}", cookie_value(&login_cookie));
+        let r = self
+            .send(Method::POST, "/ui/login", &[pair], &[], Some(form))
+            .await;
+        let session = set_cookie(&r.headers, "elves_session")
+            .map(|c| format!("elves_session={}", cookie_value(&c)));
+        (r, session)
+    }
+
+    /// The CSRF token of a logged-in page.
+    async fn csrf(&self, session: &str) -> String {
+        csrf_of(&self.get("/ui/apps", session).await.body)
+    }
+}
+
+fn enc(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[tokio::test]
+async fn every_answer_has_the_security_headers_and_no_cors() {
+    let t = start().await;
+    for path in ["/ui/login", "/ui/apps", "/ui/static/htmx.min.js"] {
+        let r = t
+            .send(
+                Method::GET,
+                path,
+                &[],
+                &[("origin", "http://evil.example")],
+                None,
+            )
+            .await;
+        let h = &r.headers;
+        let csp = h[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(csp.contains("script-src 'self'"), "{path}: {csp}");
+        assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert_eq!(h[header::X_FRAME_OPTIONS], "DENY", "{path}");
+        assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{path}");
+        assert!(
+            !h.keys().any(|k| k.as_str().starts_with("access-control-")),
+            "{path}: {h:?}"
+        );
+    }
+    let js = t
+        .send(Method::GET, "/ui/static/htmx.min.js", &[], &[], None)
+        .await;
+    assert_eq!(js.status, StatusCode::OK);
+    assert!(
+        js.body.starts_with("var htmx="),
+        "the vendored htmx is served"
+    );
+}
+
+#[tokio::test]
+async fn login_sets_a_strict_session_cookie_and_rotates_it() {
+    let t = start().await;
+    // Without a session: the login page.
+    let r = t.send(Method::GET, "/ui/apps", &[], &[], None).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(r.headers[header::LOCATION], "/ui/login");
+
+    let (r, session) = t.login(ADMIN, PW).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let set = set_cookie(&r.headers, "elves_session").unwrap();
+    for attr in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/ui"] {
+        assert!(set.contains(attr), "{set}");
+    }
+    let session = session.unwrap();
+    assert_eq!(cookie_value(&session).len(), 64);
+    assert_eq!(t.get("/ui/apps", &session).await.status, StatusCode::OK);
+
+    // A second login gets another id.
+    let (_, again) = t.login(ADMIN, PW).await;
+    assert_ne!(again.unwrap(), session);
+
+    // The login form's own CSRF: without its cookie the login is refused.
+    let page = t.send(Method::GET, "/ui/login", &[], &[], None).await;
+    let form = format!(
+        "csrf={}&email={}&password={}",
+        csrf_of(&page.body),
+        enc(ADMIN),
+        enc(PW)
+    );
+    let r = t
+        .send(Method::POST, "/ui/login", &[], &[], Some(form))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(set_cookie(&r.headers, "elves_session").is_none());
+}
+
+#[tokio::test]
+async fn logins_are_rate_limited() {
+    let t = start().await;
+    for i in 0..5 {
+        let (r, s) = t.login(OPERATOR, "wrong password 123").await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "attempt {i}");
+        assert!(s.is_none());
+        assert!(r.body.contains("wrong email or password"), "{}", r.body);
+    }
+    let (r, s) = t.login(OPERATOR, PW).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
+    assert!(s.is_none(), "even the right password waits");
+    let (r, _) = t.login(ADMIN, PW).await;
+    assert_eq!(
+        r.status,
+        StatusCode::SEE_OTHER,
+        "other users are not locked"
+    );
+}
+
+#[tokio::test]
+async fn state_changes_need_the_csrf_token_and_the_same_origin() {
+    let t = start().await;
+    let (_, s) = t.login(ADMIN, PW).await;
+    let s = s.unwrap();
+    let csrf = t.csrf(&s).await;
+    let cases = [
+        (
+            "no token",
+            "app=a1&title=A".to_owned(),
+            vec![],
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "wrong token",
+            format!("csrf={}&app=a2&title=A", "0".repeat(64)),
+            vec![],
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "foreign origin",
+            format!("csrf={csrf}&app=a3&title=A"),
+            vec![("origin", "http://evil.example")],
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "right token",
+            format!("csrf={csrf}&app=a4&title=A"),
+            vec![],
+            StatusCode::SEE_OTHER,
+        ),
+        (
+            "right header",
+            "app=a5&title=A".to_owned(),
+            vec![("x-csrf-token", csrf.as_str())],
+            StatusCode::SEE_OTHER,
+        ),
+        (
+            "same origin",
+            format!("csrf={csrf}&app=a6&title=A"),
+            vec![("origin", "http://127.0.0.1:9091")],
+            StatusCode::SEE_OTHER,
+        ),
+    ];
+    for (name, form, headers, want) in cases {
+        let r = t
+            .send(
+                Method::POST,
+                "/ui/apps",
+                std::slice::from_ref(&s),
+                &headers,
+                Some(form),
+            )
+            .await;
+        assert_eq!(r.status, want, "{name}: {}", r.body);
+    }
+    let apps = t.get("/ui/apps", &s).await.body;
+    for (app, there) in [
+        ("a1", false),
+        ("a2", false),
+        ("a3", false),
+        ("a4", true),
+        ("a5", true),
+        ("a6", true),
+    ] {
+        assert_eq!(apps.contains(&format!("/ui/apps/{app}\"")), there, "{app}");
+    }
+}
+
+#[tokio::test]
+async fn a_new_keys_secret_is_shown_once_and_only_to_admins() {
+    let t = start().await;
+    let (_, s) = t.login(ADMIN, PW).await;
+    let s = s.unwrap();
+    let csrf = t.csrf(&s).await;
+    t.post("/ui/apps", &s, &format!("csrf={csrf}&app=demo&title=Demo"))
+        .await;
+    let r = t
+        .post("/ui/apps/demo/keys", &s, &format!("csrf={csrf}&name=ci"))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let page = t.get("/ui/apps/demo", &s).await.body;
+    let marker = "id=\"new-auth-key\">";
+    let at = page.find(marker).expect("the secret once") + marker.len();
+    let secret = &page[at..at + 32];
+    assert!(secret.bytes().all(|b| b.is_ascii_hexdigit()), "{secret}");
+    let again = t.get("/ui/apps/demo", &s).await.body;
+    assert!(!again.contains(secret), "the secret is shown only once");
+    assert!(again.contains("ci"), "the key is listed");
+
+    // An operator: apps yes, keys and users no.
+    let (_, o) = t.login(OPERATOR, PW).await;
+    let o = o.unwrap();
+    let ocsrf = t.csrf(&o).await;
+    let cases = [
+        (
+            "/ui/apps",
+            format!("csrf={ocsrf}&app=ops&title=Ops"),
+            StatusCode::SEE_OTHER,
+        ),
+        (
+            "/ui/apps/demo/keys",
+            format!("csrf={ocsrf}&name=x"),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "/ui/users",
+            format!("csrf={ocsrf}&email=x%40y.z&role=admin&password={}", enc(PW)),
+            StatusCode::FORBIDDEN,
+        ),
+    ];
+    for (path, form, want) in cases {
+        assert_eq!(t.post(path, &o, &form).await.status, want, "{path}");
+    }
+    assert_eq!(t.get("/ui/users", &o).await.status, StatusCode::FORBIDDEN);
+    assert!(!t.get("/ui/apps/demo", &o).await.body.contains("API keys"));
+}
+
+#[tokio::test]
+async fn logout_and_password_change_end_sessions() {
+    let t = start().await;
+    let (_, s1) = t.login(ADMIN, PW).await;
+    let (_, s2) = t.login(ADMIN, PW).await;
+    let (s1, s2) = (s1.unwrap(), s2.unwrap());
+    let c1 = t.csrf(&s1).await;
+    let r = t.post("/ui/logout", &s1, &format!("csrf={c1}")).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert!(
+        set_cookie(&r.headers, "elves_session")
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    assert_eq!(t.get("/ui/apps", &s1).await.status, StatusCode::SEE_OTHER);
+    assert_eq!(t.get("/ui/apps", &s2).await.status, StatusCode::OK);
+
+    let c2 = t.csrf(&s2).await;
+    let new = "another long password 77";
+    let wrong = format!(
+        "csrf={c2}&current=nope&new={}&confirm={}",
+        enc(new),
+        enc(new)
+    );
+    t.post("/ui/password", &s2, &wrong).await;
+    assert_eq!(
+        t.get("/ui/apps", &s2).await.status,
+        StatusCode::OK,
+        "a wrong current password changes nothing"
+    );
+    let right = format!(
+        "csrf={c2}&current={}&new={}&confirm={}",
+        enc(PW),
+        enc(new),
+        enc(new)
+    );
+    let r = t.post("/ui/password", &s2, &right).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(r.headers[header::LOCATION], "/ui/login");
+    assert_eq!(
+        t.get("/ui/apps", &s2).await.status,
+        StatusCode::SEE_OTHER,
+        "ended"
+    );
+    assert_eq!(t.login(ADMIN, PW).await.0.status, StatusCode::FORBIDDEN);
+    assert_eq!(t.login(ADMIN, new).await.0.status, StatusCode::SEE_OTHER);
+}
