@@ -32,6 +32,7 @@ case "$2" in
   slow_*) sleep 3; f=true; r="slow $2 on @IP@" ;;
   grand_*) sleep 30 & echo $! > "@DIR@/$2.pid"; sleep 30; f=true; r=grand ;;
   echo_*) f=true; r=$(printf '%s' "$3" | base64 -d) ;;
+  mode_*) f=true; r="$ELVES_MODE $ELVES_TASK_TYPE" ;;
   *) f=false; r="unknown func $2" ;;
 esac
 echo "end $2" >> "$log"
@@ -353,6 +354,29 @@ fn qksqueue_runs_one_task(c: &mut Cluster) {
         &got,
         &[(task, finished("", "true", "", 1, param))],
     );
+    // Mode P travels with the task to the agent and its worker (ELVES_MODE).
+    for mode in ["P", "NP"] {
+        let r = ok(
+            "queue/qksqueue mode",
+            c.api.call(
+                "queue/qksqueue",
+                &[
+                    ("ip", IP_B),
+                    ("app", APP),
+                    ("func", "mode_s3"),
+                    ("mode", mode),
+                ],
+            ),
+        );
+        let (q, task) = (r["id"].as_str().unwrap(), r["task_id"].as_str().unwrap());
+        let got = terminal(c, q);
+        let want = format!("{mode} queue");
+        check_tasks(
+            "qksqueue mode",
+            &got,
+            &[(task, finished("", "true", "", 1, &want))],
+        );
+    }
 }
 
 /// Case 4: the queue refusals (412.x) and the addtask checks in their order (api-v2 §6).
