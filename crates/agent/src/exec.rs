@@ -117,7 +117,7 @@ pub struct Outcome {
 
 impl Outcome {
     /// Builds a flag -1 outcome with the given message.
-    fn fail(message: impl Into<String>, costtime_ms: i64) -> Outcome {
+    pub(crate) fn fail(message: impl Into<String>, costtime_ms: i64) -> Outcome {
         Outcome {
             flag: -1,
             message: message.into(),
@@ -371,14 +371,14 @@ impl TailBuf {
 }
 
 /// Why the executor stopped the worker before it exited on its own.
-enum Stop {
+pub(crate) enum Stop {
     Timeout,
     Cancelled,
     OverCap,
 }
 
 impl Stop {
-    fn message(&self, cap: usize) -> String {
+    pub(crate) fn message(&self, cap: usize) -> String {
         match self {
             Stop::Timeout => "app exec timeout".to_owned(),
             Stop::Cancelled => "app exec cancelled".to_owned(),
@@ -462,43 +462,16 @@ impl Executor {
         if !installed {
             return Outcome::fail(format!("app [{}] not install !", job.app), 0);
         }
-        let entry = match resolve(&self.cfg, &job.app, &job.proxy) {
-            Ok(entry) => entry,
-            Err(msg) => return Outcome::fail(msg, 0),
+        let (mut cmd, program) = match self.command(job) {
+            Ok(c) => c,
+            Err(o) => return o,
         };
-        let param = base64::engine::general_purpose::STANDARD.encode(job.param.as_bytes());
-
-        let mut cmd = Command::new(&entry.program);
-        cmd.args(&entry.args)
-            .arg(&job.app)
-            .arg(&job.func)
-            .arg(param)
-            .current_dir(&entry.app_dir)
-            .env_clear()
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+        cmd.stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .process_group(0)
             .kill_on_drop(true);
-        for name in ENV_ALLOWLIST {
-            if let Some(value) = std::env::var_os(name) {
-                cmd.env(name, value);
-            }
-        }
-        let elves_env: [(&str, &str); 5] = [
-            ("ELVES_APP", &job.app),
-            ("ELVES_FUNC", &job.func),
-            ("ELVES_TASK_ID", &job.id),
-            ("ELVES_TASK_TYPE", &job.kind),
-            ("ELVES_MODE", &job.mode),
-        ];
-        for (name, value) in elves_env {
-            cmd.env(name, OsStr::new(value));
-        }
-
         tracing::debug!(
             task = %job.id, app = %job.app, func = %job.func,
-            program = %entry.program.display(), "starting worker"
+            program = %program.display(), "starting worker"
         );
         let start = Instant::now();
         let mut child = match spawn_with_retry(&mut cmd).await {
@@ -514,6 +487,135 @@ impl Executor {
         let outcome = self
             .supervise(job, &mut child, &mut guard, start, cancel)
             .await;
+        tracing::debug!(task = %job.id, app = %job.app, flag = outcome.flag,
+            costtime_ms = outcome.costtime_ms, "worker finished");
+        outcome
+    }
+
+    /// The worker's command for `job` (entry, arguments, directory, environment, own process
+    /// group, empty stdin), without its stdout and stderr; or the flag -1 outcome of a refused
+    /// entry. Also returns the program, for the log.
+    fn command(&self, job: &Job) -> Result<(Command, PathBuf), Outcome> {
+        let entry =
+            resolve(&self.cfg, &job.app, &job.proxy).map_err(|msg| Outcome::fail(msg, 0))?;
+        let param = base64::engine::general_purpose::STANDARD.encode(job.param.as_bytes());
+        let mut cmd = Command::new(&entry.program);
+        cmd.args(&entry.args)
+            .arg(&job.app)
+            .arg(&job.func)
+            .arg(param)
+            .current_dir(&entry.app_dir)
+            .env_clear()
+            .stdin(Stdio::null())
+            .process_group(0);
+        for name in ENV_ALLOWLIST {
+            if let Some(value) = std::env::var_os(name) {
+                cmd.env(name, value);
+            }
+        }
+        let elves_env: [(&str, &str); 5] = [
+            ("ELVES_APP", &job.app),
+            ("ELVES_FUNC", &job.func),
+            ("ELVES_TASK_ID", &job.id),
+            ("ELVES_TASK_TYPE", &job.kind),
+            ("ELVES_MODE", &job.mode),
+        ];
+        for (name, value) in elves_env {
+            cmd.env(name, OsStr::new(value));
+        }
+        Ok((cmd, entry.program))
+    }
+
+    /// Runs one worker for an asynchronous `job` with its stdout and stderr in `files`
+    /// instead of pipes, so that the worker and its output survive the agent: a restarted
+    /// agent adopts it ([`crate::runs`]). `started` is called with the worker's pid and
+    /// process start time right after the spawn (the caller records them).
+    ///
+    /// Same rules as [`Executor::run`], except that the output cap is checked every
+    /// [`FILE_POLL`] while the worker runs (and exactly once it exited), and that processes
+    /// the worker leaves behind cannot delay the report (they hold no pipe of the agent).
+    pub async fn run_to_files(
+        &self,
+        job: &Job,
+        installed: bool,
+        files: &RunFiles,
+        cancel: CancellationToken,
+        started: impl FnOnce(i32),
+    ) -> Outcome {
+        if !installed {
+            return Outcome::fail(format!("app [{}] not install !", job.app), 0);
+        }
+        let (mut cmd, program) = match self.command(job) {
+            Ok(c) => c,
+            Err(o) => return o,
+        };
+        let open = |p: &Path| std::fs::File::create(p);
+        let (out, err) = match (open(&files.out), open(&files.err)) {
+            (Ok(o), Ok(e)) => (o, e),
+            (Err(e), _) | (_, Err(e)) => {
+                return Outcome::fail(format!("app exec error : output file: {e}"), 0);
+            }
+        };
+        // Not killed when the agent drops it: the worker outlives an agent that dies.
+        cmd.stdout(out).stderr(err).kill_on_drop(false);
+        tracing::debug!(
+            task = %job.id, app = %job.app, func = %job.func,
+            program = %program.display(), "starting worker"
+        );
+        let start = Instant::now();
+        let mut child = match spawn_with_retry(&mut cmd).await {
+            Ok(child) => child,
+            Err(e) => return Outcome::fail(format!("app exec error : {e}"), elapsed_ms(start)),
+        };
+        let pid = child.id().and_then(|id| i32::try_from(id).ok());
+        if let Some(pid) = pid {
+            started(pid);
+        }
+        let mut guard = GroupGuard {
+            pgid: pid.map(Pid::from_raw),
+        };
+        let cap = self.cfg.output_cap;
+        let deadline = (job.timeout_secs > 0)
+            .then(|| start.checked_add(Duration::from_secs(job.timeout_secs)))
+            .flatten();
+        let mut tick = tokio::time::interval(FILE_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let waited = loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break Err(Stop::Cancelled),
+                _ = sleep_until_opt(deadline) => break Err(Stop::Timeout),
+                status = child.wait() => break Ok(status),
+                _ = tick.tick() => {
+                    if file_len(&files.out) > cap as u64 {
+                        break Err(Stop::OverCap);
+                    }
+                }
+            }
+        };
+        let outcome = match waited {
+            Ok(Ok(status)) => {
+                guard.disarm();
+                judge_files(Some(status), files, cap, elapsed_ms(start))
+            }
+            Ok(Err(e)) => {
+                guard.kill();
+                let _ = tokio::time::timeout(REAP_LIMIT, child.wait()).await;
+                guard.disarm();
+                Outcome::fail(format!("app exec error : {e}"), elapsed_ms(start))
+            }
+            Err(stop) => {
+                guard.kill();
+                if tokio::time::timeout(REAP_LIMIT, child.wait()).await.is_ok() {
+                    guard.disarm();
+                } else {
+                    tracing::warn!(task = %job.id, "killed worker was not reaped in time");
+                }
+                tracing::info!(task = %job.id, app = %job.app, reason = %stop.message(cap),
+                    "worker process group killed");
+                Outcome::fail(stop.message(cap), elapsed_ms(start))
+            }
+        };
         tracing::debug!(task = %job.id, app = %job.app, flag = outcome.flag,
             costtime_ms = outcome.costtime_ms, "worker finished");
         outcome
@@ -624,35 +726,85 @@ impl Executor {
         drop(stdout);
         drop(stderr);
 
-        if !status.success() {
-            return Outcome::fail(exit_message(status, &err), costtime);
+        judge(Some(status), &out, &err, costtime)
+    }
+}
+
+/// How often the output cap of a worker writing to files is checked.
+pub const FILE_POLL: Duration = Duration::from_millis(50);
+
+/// Where a detached worker's stdout and stderr go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunFiles {
+    pub out: PathBuf,
+    pub err: PathBuf,
+}
+
+/// The size of a file, 0 when it cannot be read.
+pub(crate) fn file_len(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+/// The outcome of a worker that wrote to `files` and is gone: `status` is its exit status when
+/// the agent reaped it, `None` for a worker adopted after an agent restart (its exit status
+/// went to whoever reaped it; the answer in its output decides alone).
+pub(crate) fn judge_files(
+    status: Option<ExitStatus>,
+    files: &RunFiles,
+    cap: usize,
+    costtime: i64,
+) -> Outcome {
+    if file_len(&files.out) > cap as u64 {
+        return Outcome::fail(Stop::OverCap.message(cap), costtime);
+    }
+    let out = match std::fs::read(&files.out) {
+        Ok(b) => b,
+        Err(e) => return Outcome::fail(format!("app exec error : output file: {e}"), costtime),
+    };
+    let mut err = TailBuf::new(STDERR_TAIL);
+    if let Ok(mut f) = std::fs::File::open(&files.err) {
+        use std::io::{Read, Seek, SeekFrom};
+        let len = file_len(&files.err);
+        let _ = f.seek(SeekFrom::Start(len.saturating_sub(STDERR_TAIL as u64)));
+        let mut buf = Vec::with_capacity(STDERR_TAIL);
+        let _ = f.take(STDERR_TAIL as u64).read_to_end(&mut buf);
+        err.push(&buf);
+    }
+    judge(status, &out, &err, costtime)
+}
+
+/// The outcome of a worker that exited with `status` (`None`: unknown) and printed `out`.
+fn judge(status: Option<ExitStatus>, out: &[u8], err: &TailBuf, costtime: i64) -> Outcome {
+    if let Some(status) = status
+        && !status.success()
+    {
+        return Outcome::fail(exit_message(status, err), costtime);
+    }
+    match elves_worker_output::parse(out) {
+        elves_worker_output::Parsed::Answer { flag_true, result } => Outcome {
+            flag: i32::from(flag_true),
+            message: result,
+            costtime_ms: costtime,
+        },
+        elves_worker_output::Parsed::MissingFlag => {
+            let text = String::from_utf8_lossy(out);
+            Outcome::fail(
+                format!(
+                    "app output flag error : {}",
+                    elves_worker_output::tail(&text, elves_worker_output::DEFAULT_TAIL)
+                ),
+                costtime,
+            )
         }
-        match elves_worker_output::parse(&out) {
-            elves_worker_output::Parsed::Answer { flag_true, result } => Outcome {
-                flag: i32::from(flag_true),
-                message: result,
-                costtime_ms: costtime,
-            },
-            elves_worker_output::Parsed::MissingFlag => {
-                let text = String::from_utf8_lossy(&out);
-                Outcome::fail(
-                    format!(
-                        "app output flag error : {}",
-                        elves_worker_output::tail(&text, elves_worker_output::DEFAULT_TAIL)
-                    ),
-                    costtime,
-                )
-            }
-            elves_worker_output::Parsed::MissingResult => {
-                let text = String::from_utf8_lossy(&out);
-                Outcome::fail(
-                    format!(
-                        "app output result error : {}",
-                        elves_worker_output::tail(&text, elves_worker_output::DEFAULT_TAIL)
-                    ),
-                    costtime,
-                )
-            }
+        elves_worker_output::Parsed::MissingResult => {
+            let text = String::from_utf8_lossy(out);
+            Outcome::fail(
+                format!(
+                    "app output result error : {}",
+                    elves_worker_output::tail(&text, elves_worker_output::DEFAULT_TAIL)
+                ),
+                costtime,
+            )
         }
     }
 }

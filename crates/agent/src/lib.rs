@@ -10,6 +10,7 @@ pub mod exec;
 pub mod install;
 pub mod link;
 pub mod pack;
+pub mod runs;
 pub mod spool;
 
 use std::sync::Arc;
@@ -46,7 +47,13 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
             cfg.data_dir.display()
         )
     })?;
-    let agent = Arc::new(link::Agent::new(cfg, exec, apps, spool));
+    let journal = runs::Journal::open(&cfg.data_dir.join("runs")).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the run journal in {}: {e}",
+            cfg.data_dir.display()
+        )
+    })?;
+    let agent = Arc::new(link::Agent::new(cfg, exec, apps, spool, journal));
     agent.run(cancel).await;
     Ok(())
 }

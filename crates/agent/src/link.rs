@@ -20,13 +20,17 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request};
 
 use crate::apps::{Distributor, Fetcher};
-use crate::exec::{Executor, Job};
+use crate::exec::{Executor, Job, Outcome};
+use crate::runs::{Found, Journal, Record};
 use crate::spool::{Spool, Spooled};
 
 /// The agent's version, reported to the center.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// How many messages may wait to go up the stream.
 const OUTBOUND_BUFFER: usize = 1024;
+/// How many acknowledged run ids are remembered, so that a late redelivery of a run whose
+/// result the center already stored does not run it again.
+const ACKED_MEMORY: usize = 16_384;
 
 /// Jittered exponential back-off ("full jitter"): the n-th wait is uniform in
 /// `[base, min(cap, base·2ⁿ)]`.
@@ -73,6 +77,12 @@ pub struct Agent {
     apps: Arc<Distributor>,
     running: Mutex<HashMap<String, CancellationToken>>,
     spool: Spool,
+    journal: Journal,
+    /// Run ids the center acknowledged lately (oldest first in the queue).
+    acked: Mutex<(
+        std::collections::HashSet<String>,
+        std::collections::VecDeque<String>,
+    )>,
     /// The sender of the link that is up now, if any: a job that outlives the link it came
     /// on sends its result on this one.
     current: Mutex<Option<mpsc::Sender<AgentMessage>>>,
@@ -87,13 +97,21 @@ enum LinkEnd {
 }
 
 impl Agent {
-    pub fn new(cfg: AgentConfig, exec: Executor, apps: Arc<Distributor>, spool: Spool) -> Agent {
+    pub fn new(
+        cfg: AgentConfig,
+        exec: Executor,
+        apps: Arc<Distributor>,
+        spool: Spool,
+        journal: Journal,
+    ) -> Agent {
         Agent {
             cfg,
             exec,
             apps,
             running: Mutex::new(HashMap::new()),
             spool,
+            journal,
+            acked: Mutex::new(Default::default()),
             current: Mutex::new(None),
         }
     }
@@ -130,6 +148,8 @@ impl Agent {
 
     /// Connects, serves and reconnects until `cancel` fires.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        // Runs a previous agent left behind, before any link: a redelivery finds them.
+        self.clone().recover();
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
         loop {
             let end = tokio::select! {
@@ -290,11 +310,15 @@ impl Agent {
         match m.body {
             Some(center_message::Body::Run(run)) => {
                 // The center may send a run again (recovery): never run it twice.
-                if !run.sync
-                    && let Some(done) = self.spool.get(&run.run_id)
-                {
-                    let _ = tx.try_send(result_message(done));
-                    return;
+                if !run.sync {
+                    if let Some(done) = self.spool.get(&run.run_id) {
+                        let _ = tx.try_send(result_message(done));
+                        return;
+                    }
+                    if self.was_acked(&run.run_id) {
+                        tracing::debug!(run_id = %run.run_id, "redelivery of an acknowledged run ignored");
+                        return;
+                    }
                 }
                 let token = CancellationToken::new();
                 {
@@ -325,7 +349,10 @@ impl Agent {
                     body: Some(agent_message::Body::Cancelled(answer)),
                 });
             }
-            Some(center_message::Body::Ack(a)) => self.spool.remove(&a.run_id),
+            Some(center_message::Body::Ack(a)) => {
+                self.spool.remove(&a.run_id);
+                self.remember_ack(a.run_id);
+            }
             Some(center_message::Body::Desired(d)) => {
                 self.apps
                     .set_desired(d.apps.into_iter().collect::<BTreeMap<_, _>>());
@@ -340,6 +367,128 @@ impl Agent {
             if tx.try_send(result_message(done)).is_err() {
                 break;
             }
+        }
+    }
+
+    fn was_acked(&self, run_id: &str) -> bool {
+        self.acked
+            .lock()
+            .expect("acked poisoned")
+            .0
+            .contains(run_id)
+    }
+
+    fn remember_ack(&self, run_id: String) {
+        let mut acked = self.acked.lock().expect("acked poisoned");
+        let (set, order) = &mut *acked;
+        if set.insert(run_id.clone()) {
+            order.push_back(run_id);
+            if order.len() > ACKED_MEMORY
+                && let Some(old) = order.pop_front()
+            {
+                set.remove(&old);
+            }
+        }
+    }
+
+    /// Takes back the runs of the journal: spooled ones are forgotten, ended ones spooled,
+    /// running workers adopted (see [`crate::runs`]).
+    fn recover(self: Arc<Self>) {
+        for rec in self.journal.all() {
+            if self.spool.get(&rec.run_id).is_some() {
+                self.journal.finish(&rec.run_id);
+                continue;
+            }
+            match crate::runs::classify(&self.exec, &self.journal, &rec) {
+                Found::NeverStarted(o) | Found::Ended(o) => {
+                    tracing::info!(run_id = %rec.run_id, flag = o.flag, "run of a previous agent collected");
+                    self.settle(&rec, o);
+                }
+                Found::Running { pid, start_ticks } => {
+                    tracing::info!(run_id = %rec.run_id, pid, "worker of a previous agent adopted");
+                    let token = CancellationToken::new();
+                    self.running
+                        .lock()
+                        .expect("running poisoned")
+                        .insert(rec.run_id.clone(), token.clone());
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        let o = crate::runs::adopt(
+                            &me.exec,
+                            &me.journal,
+                            &rec,
+                            pid,
+                            start_ticks,
+                            token,
+                        )
+                        .await;
+                        let msg = me.settle(&rec, o);
+                        me.send_now(&rec.run_id, msg, None).await;
+                    });
+                }
+            }
+        }
+    }
+
+    /// An asynchronous run ended: its result goes to the spool, then the run leaves the
+    /// journal (unless it could not be spooled) and the running set. Returns the message to
+    /// send.
+    fn settle(&self, rec: &Record, o: Outcome) -> AgentMessage {
+        let done = Spooled {
+            run_id: rec.run_id.clone(),
+            id: rec.id.clone(),
+            ip: rec.ip.clone(),
+            kind: rec.kind.clone(),
+            mode: rec.mode.clone(),
+            app: rec.app.clone(),
+            func: rec.func.clone(),
+            param: rec.param.clone(),
+            timeout: rec.timeout,
+            proxy: rec.proxy.clone(),
+            flag: o.flag,
+            costtime: o.costtime_ms,
+            result: o.message,
+        };
+        // Written before it is sent; removed when the center acknowledges it.
+        let spooled = self.spool.put(&done);
+        // Hook for issue 7 (processors, agent-protocol §5): here the result is durable and
+        // `done` holds everything `runProcessor` needs (instruct with `mode`, flag, costtime,
+        // result); a mode "P" run is handed to the app's processor from this point.
+        self.running
+            .lock()
+            .expect("running poisoned")
+            .remove(&rec.run_id);
+        match spooled {
+            Ok(()) => self.journal.finish(&rec.run_id),
+            Err(e) => {
+                tracing::error!(run_id = %rec.run_id, error = %e, "cannot spool a result; sending it unspooled");
+            }
+        }
+        result_message(done)
+    }
+
+    /// Sends a result up `tx` if given and still open, else up the link that is up now, if
+    /// any (else it waits in the spool for the next link).
+    async fn send_now(
+        &self,
+        run_id: &str,
+        msg: AgentMessage,
+        tx: Option<&mpsc::Sender<AgentMessage>>,
+    ) {
+        let msg = match tx {
+            Some(tx) => match tx.send(msg).await {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(msg)) => msg,
+            },
+            None => msg,
+        };
+        let current = self.current.lock().expect("current poisoned").clone();
+        let sent = match current {
+            Some(now) if tx.is_none_or(|tx| !now.same_channel(tx)) => now.send(msg).await.is_ok(),
+            _ => false,
+        };
+        if !sent {
+            tracing::info!(%run_id, "result not sent now: no link is up; it waits in the spool");
         }
     }
 
@@ -360,6 +509,11 @@ impl Agent {
             proxy: ins.proxy.clone(),
         };
         let installed = self.apps.is_installed(&job.app);
+        if !run.sync {
+            return self
+                .run_async(run.run_id, ins, job, installed, token, tx)
+                .await;
+        }
         let outcome = self.exec.run(&job, installed, token).await;
         tracing::info!(
             run_id = %run.run_id, app = %job.app, func = %job.func, flag = outcome.flag,
@@ -380,36 +534,65 @@ impl Agent {
             costtime: outcome.costtime_ms,
             result: outcome.message,
         };
-        let msg = if run.sync {
-            let mut m = result_message(done);
-            if let Some(agent_message::Body::Result(r)) = &mut m.body {
-                r.sync = true;
-            }
-            m
-        } else {
-            // Written before it is sent; removed when the center acknowledges it.
-            if let Err(e) = self.spool.put(&done) {
-                tracing::error!(run_id = %run.run_id, error = %e, "cannot spool a result; sending it unspooled");
-            }
-            result_message(done)
-        };
+        let mut msg = result_message(done);
+        if let Some(agent_message::Body::Result(r)) = &mut msg.body {
+            r.sync = true;
+        }
         self.running
             .lock()
             .expect("running poisoned")
             .remove(&run.run_id);
-        let Err(mpsc::error::SendError(msg)) = tx.send(msg).await else {
-            return;
-        };
-        // The link the run came on is gone: an async result goes up the link that is up now,
-        // if another one is (else it waits in the spool for the next link).
-        let current = self.current.lock().expect("current poisoned").clone();
-        let resent = match current {
-            Some(now) if !run.sync && !now.same_channel(&tx) => now.send(msg).await.is_ok(),
-            _ => false,
-        };
-        if !resent {
-            tracing::info!(run_id = %run.run_id, sync = run.sync, "result not sent now: the link it came on is gone");
+        if tx.send(msg).await.is_err() {
+            tracing::info!(run_id = %run.run_id, "synchronous result not sent: the link it came on is gone");
         }
+    }
+
+    /// An asynchronous run: recorded in the journal before its worker starts, output to
+    /// files, result spooled (see [`crate::runs`]).
+    async fn run_async(
+        &self,
+        run_id: String,
+        ins: Instruct,
+        job: Job,
+        installed: bool,
+        token: CancellationToken,
+        tx: mpsc::Sender<AgentMessage>,
+    ) {
+        let mut rec = Record {
+            run_id: run_id.clone(),
+            id: ins.id,
+            ip: ins.ip,
+            kind: ins.r#type,
+            mode: job.mode.clone(),
+            app: job.app.clone(),
+            func: job.func.clone(),
+            param: job.param.clone(),
+            timeout: ins.timeout,
+            proxy: job.proxy.clone(),
+            began_unix_ms: crate::runs::unix_ms(),
+            pid: None,
+            start_ticks: None,
+        };
+        let outcome = match (self.journal.begin(&rec), self.journal.files(&run_id)) {
+            (Ok(()), Some(files)) => {
+                let journal = &self.journal;
+                self.exec
+                    .run_to_files(&job, installed, &files, token, |pid| {
+                        if let Err(e) = journal.started(&mut rec, pid) {
+                            tracing::error!(%run_id, error = %e, "cannot record a worker's pid");
+                        }
+                    })
+                    .await
+            }
+            (Err(e), _) => Outcome::fail(format!("app exec error : cannot record the run: {e}"), 0),
+            (_, None) => Outcome::fail("app exec error : invalid run id", 0),
+        };
+        tracing::info!(
+            %run_id, app = %job.app, func = %job.func, flag = outcome.flag,
+            costtime_ms = outcome.costtime_ms, "job finished"
+        );
+        let msg = self.settle(&rec, outcome);
+        self.send_now(&run_id, msg, Some(&tx)).await;
     }
 }
 

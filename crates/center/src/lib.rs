@@ -100,6 +100,7 @@ impl Center {
         if cfg.modules.queue {
             let opts = elves_queue::Options {
                 retention: std::time::Duration::from_secs(cfg.queue.retention_secs),
+                give_up: std::time::Duration::from_secs(cfg.queue.give_up_secs),
                 ..elves_queue::Options::default()
             };
             elves_queue::Service::start(opts, &bus, store.clone(), cancel.clone());

@@ -11,7 +11,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -28,6 +32,7 @@ case "$2" in
   slow_*) sleep 3; f=true; r="slow $2 on @IP@" ;;
   grand_*) sleep 30 & echo $! > "@DIR@/$2.pid"; sleep 30; f=true; r=grand ;;
   echo_*) f=true; r=$(printf '%s' "$3" | base64 -d) ;;
+  mode_*) f=true; r="$ELVES_MODE $ELVES_TASK_TYPE" ;;
   *) f=false; r="unknown func $2" ;;
 esac
 echo "end $2" >> "$log"
@@ -202,13 +207,15 @@ fn queues_end_to_end() {
     let started = Instant::now();
     let mut c = Cluster::start_on(prepare_agent, free_port(), free_port());
     eprintln!("cluster up in {:?}", started.elapsed());
-    let cases: [(&str, Case); 6] = [
+    let cases: [(&str, Case); 8] = [
         ("tree", a_tree_with_a_failing_branch),
         ("stop", stop_kills_a_running_task_at_once),
         ("qksqueue", qksqueue_runs_one_task),
         ("refusals", refusals_in_check_order),
         ("delivery", undeliverable_task_stops_its_dependant),
         ("restart", center_killed_mid_queue_runs_each_task_once),
+        ("agent-restart", agent_killed_mid_task_adopts_its_worker),
+        ("cut", link_cut_while_the_task_finishes),
     ];
     let mut took = BTreeMap::new();
     for (name, case) in cases {
@@ -347,6 +354,29 @@ fn qksqueue_runs_one_task(c: &mut Cluster) {
         &got,
         &[(task, finished("", "true", "", 1, param))],
     );
+    // Mode P travels with the task to the agent and its worker (ELVES_MODE).
+    for mode in ["P", "NP"] {
+        let r = ok(
+            "queue/qksqueue mode",
+            c.api.call(
+                "queue/qksqueue",
+                &[
+                    ("ip", IP_B),
+                    ("app", APP),
+                    ("func", "mode_s3"),
+                    ("mode", mode),
+                ],
+            ),
+        );
+        let (q, task) = (r["id"].as_str().unwrap(), r["task_id"].as_str().unwrap());
+        let got = terminal(c, q);
+        let want = format!("{mode} queue");
+        check_tasks(
+            "qksqueue mode",
+            &got,
+            &[(task, finished("", "true", "", 1, &want))],
+        );
+    }
 }
 
 /// Case 4: the queue refusals (412.x) and the addtask checks in their order (api-v2 §6).
@@ -484,4 +514,183 @@ fn center_killed_mid_queue_runs_each_task_once(c: &mut Cluster) {
     );
     line_at(&log, "start slow_s6");
     line_at(&log, "end ok_s6");
+}
+
+/// Case 7: the agent is killed (SIGKILL) while its task runs and its dependant waits, then
+/// started again on the same data directory: it adopts the worker that outlived it, collects
+/// its answer, and each task runs exactly once.
+fn agent_killed_mid_task_adopts_its_worker(c: &mut Cluster) {
+    let q = create(c);
+    let s = add(c, &q, IP_A, "slow_s7", "");
+    let d = add(c, &q, IP_B, "ok_s7", &s);
+    commit(c, &q);
+    poll("the slow task to start", READY_LIMIT, || {
+        runs(c).iter().any(|l| l == "start slow_s7").then_some(())
+    });
+    c.procs.get_mut("agent-a").kill9();
+    let home = c.dir.path().join("agent-a");
+    c.procs.0.push(Proc::start(
+        "agent-a-2",
+        "agent",
+        &home.join("agent.toml"),
+        &home,
+    ));
+    let r = terminal(c, &q);
+    check_tasks(
+        "after the agent's restart",
+        &r,
+        &[
+            (
+                &s,
+                finished("", "true", "", 1, &format!("slow slow_s7 on {IP_A}")),
+            ),
+            (
+                &d,
+                finished(&s, "true", "", 1, &format!("ok ok_s7 on {IP_B}")),
+            ),
+        ],
+    );
+    let log = runs(c);
+    assert!(
+        line_at(&log, "end slow_s7") < line_at(&log, "start ok_s7"),
+        "{log:#?}"
+    );
+    line_at(&log, "start slow_s7");
+    line_at(&log, "end ok_s7");
+    let adopted = log_events(
+        c.procs.get("agent-a-2"),
+        "worker of a previous agent adopted",
+    );
+    assert_eq!(adopted.len(), 1, "the new agent adopted the running worker");
+    // The adopted run left nothing behind on the agent once acknowledged.
+    poll("the run journal to empty", READY_LIMIT, || {
+        let left = fs::read_dir(home.join("data").join("runs")).ok()?.count();
+        (left == 0).then_some(())
+    });
+}
+
+/// A TCP proxy between an agent and the center that can cut every connection and refuse new
+/// ones (accepted and closed at once) while cut.
+struct Proxy {
+    addr: SocketAddr,
+    cut: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(to: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (c, k) = (cut.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for inbound in listener.incoming() {
+                let Ok(inbound) = inbound else { continue };
+                if c.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let Ok(outbound) = TcpStream::connect(to) else {
+                    continue;
+                };
+                let mut held = k.lock().unwrap();
+                for s in [&inbound, &outbound] {
+                    held.push(s.try_clone().unwrap());
+                }
+                for (mut from, mut to) in [
+                    (inbound.try_clone().unwrap(), outbound.try_clone().unwrap()),
+                    (outbound, inbound),
+                ] {
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16 * 1024];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(Shutdown::Both);
+                        let _ = from.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { addr, cut, conns }
+    }
+
+    /// Closes every connection and refuses new ones until [`Proxy::mend`].
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for s in self.conns.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn mend(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Case 8: the link of a third agent (behind a proxy) is cut for 10 s while its task
+/// finishes: the result arrives after the agent reconnects, exactly once, and the dependant
+/// then runs.
+fn link_cut_while_the_task_finishes(c: &mut Cluster) {
+    const IP_C: &str = "127.0.0.4";
+    let proxy = Proxy::start(c.agents);
+    let home = c.dir.path().join("agent-c");
+    let apps = prepare_agent(&home, IP_C);
+    let config = write_agent_config(&home, "agent-c", IP_C, proxy.addr, &apps);
+    c.procs
+        .0
+        .push(Proc::start("agent-c", "agent", &config, &home));
+    c.wait_agent(IP_C);
+    let q = create(c);
+    let s = add(c, &q, IP_C, "slow_s8", "");
+    let d = add(c, &q, IP_A, "ok_s8", &s);
+    commit(c, &q);
+    poll("the slow task to start", READY_LIMIT, || {
+        runs(c).iter().any(|l| l == "start slow_s8").then_some(())
+    });
+    proxy.cut();
+    let cut_at = Instant::now();
+    // The task ends (3 s) while the link is cut; nothing can reach the center.
+    poll("the slow task to end", READY_LIMIT, || {
+        runs(c).iter().any(|l| l == "end slow_s8").then_some(())
+    });
+    assert_eq!(result(c, &q)[&s]["status"], "running", "while cut");
+    std::thread::sleep(Duration::from_secs(10).saturating_sub(cut_at.elapsed()));
+    assert_eq!(result(c, &q)[&s]["status"], "running", "still cut");
+    proxy.mend();
+    // The agent's back-off after 10 s of failures is at most 12.8 s.
+    let r = poll(
+        "the queue to finish after the reconnection",
+        Duration::from_secs(40),
+        || {
+            let r = result(c, &q);
+            r.values()
+                .all(|t| t["status"] == "finish" || t["status"] == "stopped")
+                .then_some(r)
+        },
+    );
+    check_tasks(
+        "after the cut",
+        &r,
+        &[
+            (
+                &s,
+                finished("", "true", "", 1, &format!("slow slow_s8 on {IP_C}")),
+            ),
+            (
+                &d,
+                finished(&s, "true", "", 1, &format!("ok ok_s8 on {IP_A}")),
+            ),
+        ],
+    );
+    let log = runs(c);
+    line_at(&log, "start slow_s8");
+    assert!(
+        line_at(&log, "end slow_s8") < line_at(&log, "start ok_s8"),
+        "{log:#?}"
+    );
+    line_at(&log, "end ok_s8");
 }

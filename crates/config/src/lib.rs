@@ -180,12 +180,17 @@ impl Default for Cron {
 pub struct Queue {
     /// How long finished and stopped queues are kept, in seconds (default 7 days).
     pub retention_secs: u64,
+    /// A running task whose agent has not been heard of (no link, no heartbeat) for this many
+    /// seconds is given up: `[410.1]`, `worker_flag` -1, dependants stopped (default 3600;
+    /// must be more than `agents.heartbeat_secs`).
+    pub give_up_secs: u64,
 }
 
 impl Default for Queue {
     fn default() -> Self {
         Queue {
             retention_secs: 7 * 86_400,
+            give_up_secs: 3600,
         }
     }
 }
@@ -374,6 +379,12 @@ impl CenterConfig {
             return Err(Error::Invalid(
                 "agents.heartbeat_secs must be positive".into(),
             ));
+        }
+        if self.queue.give_up_secs <= self.agents.heartbeat_secs {
+            return Err(Error::Invalid(format!(
+                "queue.give_up_secs must be more than agents.heartbeat_secs ({})",
+                self.agents.heartbeat_secs
+            )));
         }
         if self.cron.history == 0 {
             return Err(Error::Invalid("cron.history must be at least 1".into()));

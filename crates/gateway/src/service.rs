@@ -539,6 +539,8 @@ impl AgentLink for Handler {
             let (s, ip) = (s.clone(), ip.clone());
             tokio::spawn(async move { s.push_desired(&ip).await });
         }
+        // Its running queue runs are reconciled at once (no handler: no queue module here).
+        let _ = s.bus.cast(elves_rpc::queue::AgentLinked { ip: ip.clone() });
 
         tokio::spawn(async move {
             loop {

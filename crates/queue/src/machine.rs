@@ -300,6 +300,23 @@ impl Queue {
         debug_assert!(effects.is_empty());
     }
 
+    /// Run `run_id`'s agent did not come back in time: its task finishes like a run that
+    /// could not be delivered (`[410.1]Send Job To Agent Fail`, `worker_flag` -1) with `why`
+    /// as its `worker_message`; its subtree is stopped. A result that arrives later changes
+    /// nothing.
+    ///
+    /// Ignored unless a `running` task has that run id.
+    pub fn on_given_up(&mut self, run_id: Id, why: &str) {
+        let result = TaskResult {
+            worker_message: why.to_owned(),
+            ..TaskResult::delivery_failed()
+        };
+        let effects = self.on_result(run_id, result, &mut || {
+            unreachable!("a failed result dispatches nothing")
+        });
+        debug_assert!(effects.is_empty());
+    }
+
     /// Stops the queue: `pendding` tasks become `stopped`, each `running` task gets an
     /// [`Effect::Cancel`], `finish`ed tasks stay. The queue is `stopped`.
     ///

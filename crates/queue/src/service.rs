@@ -1,9 +1,14 @@
 //! The queue module: persists each transition of the [`machine`](crate::machine), then
 //! carries out its effects through the scheduler.
 //!
-//! * Every transition runs under the queue's lock: load → apply → save (with the queue's
-//!   version, so a concurrent writer in another process makes this one retry) → effects. A task
-//!   is `running` with its run id in the store before it is sent.
+//! * Every transition runs under the queue's lock on the module's copy of the queue: apply →
+//!   save **only the tasks the transition changed** (with the queue's version, so a concurrent
+//!   writer in another process makes this one reload and retry) → effects. A task is `running`
+//!   with its run id in the store before it is sent. The copy is taken out of its slot while a
+//!   transition runs and put back only once the save succeeded, so a failed or abandoned save
+//!   leaves no copy that differs from the store: the next transition reloads. Queues are kept
+//!   in memory while they are pending or running (at most [`MAX_SLOTS`] slots; idle ones beyond
+//!   that are dropped and reloaded when needed); the store stays the source of truth.
 //! * Results come back as [`TaskResult`] calls; answering `Ok` tells the agent it may forget
 //!   its spooled copy, so a result is acknowledged only once it is stored. A result for an
 //!   unknown or already settled run changes nothing (de-duplication by run id).
@@ -11,6 +16,12 @@
 //!   its agent again under the same run id (`redelivery`); the agent runs it only if it never
 //!   got it, and otherwise re-sends its spooled result. Nothing is dispatched twice and
 //!   nothing is forgotten.
+//! * Reconnection: when an agent links (again), the gateway casts [`AgentLinked`] and that
+//!   agent's running tasks are offered to it again at once, the same way.
+//! * Give-up: a running task whose agent has not been heard of for [`Options::give_up`]
+//!   (its registry entry's last heartbeat or link is older) finishes with
+//!   `[410.1]Send Job To Agent Fail`, `worker_flag` -1 and a `worker_message` saying so; its
+//!   dependants are stopped. Checked at each maintenance pass.
 //! * Retention: finished and stopped queues are purged after [`Options::retention`], in
 //!   bounded batches.
 
@@ -22,7 +33,7 @@ use elves_bus::Bus;
 use elves_rpc::done::{Done, TaskResult as TaskDone};
 use elves_rpc::gateway::Instruct;
 use elves_rpc::queue::{
-    AddTask, CommitQueue, CreateQueue, QueueOwner, QueueResult, StopQueue, TaskSpec,
+    AddTask, AgentLinked, CommitQueue, CreateQueue, QueueOwner, QueueResult, StopQueue, TaskSpec,
 };
 use elves_rpc::scheduler::{AsyncJob, CancelRun};
 use elves_store::{QueueRow, Store, TaskRow};
@@ -38,10 +49,35 @@ use crate::machine::{
 const SAVE_RETRIES: usize = 8;
 /// How long a cancel may take.
 const CANCEL_WAIT: Duration = Duration::from_secs(6);
+/// How many running tasks of one agent are offered again at once when it links.
+const RELINK_BATCH: i64 = 10_000;
 /// How many queues one purge pass deletes at most.
 const PURGE_BATCH: i64 = 500;
 /// The most tasks one queue may hold.
 pub const MAX_TASKS: usize = 10_000;
+/// How many queues the module keeps a slot (lock and in-memory copy) for before idle ones are
+/// dropped.
+pub const MAX_SLOTS: usize = 1024;
+/// How many run id → queue id entries are remembered; beyond, a result finds its queue
+/// through the store's run-id index.
+const MAX_RUNS: usize = 200_000;
+
+/// A queue's lock and, while it is pending or running, the module's copy of it.
+type Slot = Arc<tokio::sync::Mutex<Option<Loaded>>>;
+
+/// What a transition can change in a task, compared before and after it (cheap to copy, so a
+/// transition costs no clone of the queue).
+type Mark = (TaskStatus, Option<Id>, bool, usize);
+
+fn mark(t: &Task) -> Mark {
+    (t.status, t.run_id, t.result.is_some(), t.error.len())
+}
+
+/// An effect of a transition with what is needed to carry it out.
+struct Planned {
+    effect: Effect,
+    instruct: Option<Instruct>,
+}
 
 /// The queue module's settings.
 #[derive(Clone, Debug)]
@@ -50,6 +86,10 @@ pub struct Options {
     pub retention: Duration,
     /// How often running tasks are reconciled with their agents and old queues purged.
     pub maintenance_every: Duration,
+    /// A running task whose agent has not been heard of (no link, no heartbeat) for this long
+    /// is given up: it finishes with `[410.1]` and `worker_flag` -1, and its dependants are
+    /// stopped (default 1 hour).
+    pub give_up: Duration,
 }
 
 impl Default for Options {
@@ -57,6 +97,7 @@ impl Default for Options {
         Options {
             retention: Duration::from_secs(7 * 86_400),
             maintenance_every: Duration::from_secs(60),
+            give_up: Duration::from_secs(3600),
         }
     }
 }
@@ -71,12 +112,27 @@ struct Inner {
     bus: Bus,
     store: Store,
     clock: Arc<dyn Clock>,
-    locks: Mutex<HashMap<Id, Arc<tokio::sync::Mutex<()>>>>,
+    /// When the module started: an agent is not given up before `give_up` has passed since
+    /// (the center's own downtime does not count against it).
+    started_ms: i64,
+    slots: Mutex<HashMap<Id, Slot>>,
+    /// Run id → queue id of the runs dispatched by this process.
+    runs: Mutex<HashMap<Id, Id>>,
 }
 
 fn store_err(e: elves_store::Error) -> ApiError {
     tracing::error!(error = %e, "queue store failure");
     ApiError::internal("queue store failure")
+}
+
+/// Whether the module keeps its copy of the queue after a transition: pending, running, or
+/// stopped with a task still running (a cancel that failed).
+fn is_live(q: &Queue) -> bool {
+    match q.status {
+        QueueStatus::Pendding | QueueStatus::Running => true,
+        QueueStatus::Finish => false,
+        QueueStatus::Stopped => q.tasks.iter().any(|t| t.status == TaskStatus::Running),
+    }
 }
 
 /// A task's job, as stored beside its machine state.
@@ -183,7 +239,9 @@ impl Service {
             bus: bus.for_module(elves_rpc::module::QUEUE),
             store,
             clock: Arc::new(SystemClock),
-            locks: Mutex::new(HashMap::new()),
+            started_ms: SystemClock.now_ms(),
+            slots: Mutex::new(HashMap::new()),
+            runs: Mutex::new(HashMap::new()),
         });
         macro_rules! serve {
             ($msg:ty, $method:ident) => {{
@@ -201,6 +259,7 @@ impl Service {
         serve!(QueueResult, result);
         serve!(QueueOwner, owner);
         serve!(TaskDone, on_done);
+        serve!(AgentLinked, on_agent_linked);
         let me = inner.clone();
         tokio::spawn(async move { me.maintain(cancel).await });
         Service { inner }
@@ -213,12 +272,34 @@ impl Service {
 }
 
 impl Inner {
-    fn lock_of(&self, id: Id) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().expect("queue locks poisoned");
-        if locks.len() > 10_000 {
-            locks.retain(|_, l| Arc::strong_count(l) > 1);
+    fn slot_of(&self, id: Id) -> Slot {
+        let mut slots = self.slots.lock().expect("queue slots poisoned");
+        if slots.len() >= MAX_SLOTS && !slots.contains_key(&id) {
+            // First the idle slots without a live queue, then, if that is not enough, every idle
+            // slot (its queue is reloaded from the store when needed).
+            slots.retain(|_, s| {
+                Arc::strong_count(s) > 1
+                    || s.try_lock()
+                        .map(|g| g.as_ref().is_some_and(|l| is_live(&l.queue)))
+                        .unwrap_or(true)
+            });
+            if slots.len() >= MAX_SLOTS {
+                slots.retain(|_, s| Arc::strong_count(s) > 1);
+            }
         }
-        locks.entry(id).or_default().clone()
+        slots.entry(id).or_default().clone()
+    }
+
+    fn remember_runs(&self, qid: Id, planned: &[Planned]) {
+        let mut runs = self.runs.lock().expect("queue runs poisoned");
+        for p in planned {
+            if let Effect::Dispatch { run_id, .. } = p.effect {
+                if runs.len() >= MAX_RUNS {
+                    runs.clear();
+                }
+                runs.insert(run_id, qid);
+            }
+        }
     }
 
     async fn load(&self, id: Id) -> Result<Option<Loaded>, ApiError> {
@@ -228,31 +309,47 @@ impl Inner {
         }
     }
 
-    /// Runs one transition: load, apply `f`, save what changed, return `f`'s value and effects.
+    /// Runs one transition on the module's copy of the queue (loaded when there is none):
+    /// apply `f`, save the queue row and the tasks `f` changed, return `f`'s value and the
+    /// effects with what is needed to carry them out.
     async fn transact<R>(
         &self,
         id: Id,
         mut f: impl FnMut(&mut Loaded, i64) -> Result<(R, Vec<Effect>), ApiError>,
-    ) -> Result<(R, Vec<Effect>, Loaded), ApiError> {
-        let lock = self.lock_of(id);
-        let _guard = lock.lock().await;
-        for _ in 0..SAVE_RETRIES {
-            let Some(mut loaded) = self.load(id).await? else {
-                return Err(ErrorCode::QueueNotFound.into());
+    ) -> Result<(R, Vec<Planned>), ApiError> {
+        let slot = self.slot_of(id);
+        let mut guard = slot.lock().await;
+        for attempt in 0..SAVE_RETRIES {
+            // Taken out: put back only after a successful save (or a refused command, which
+            // changes nothing).
+            let cached = if attempt == 0 { guard.take() } else { None };
+            let mut loaded = match cached {
+                Some(l) => l,
+                None => self.load(id).await?.ok_or(ErrorCode::QueueNotFound)?,
             };
-            let before = loaded.queue.clone();
+            let before_status = loaded.queue.status;
+            let marks: Vec<Mark> = loaded.queue.tasks.iter().map(mark).collect();
             let now = self.clock.now_ms();
-            let (value, effects) = f(&mut loaded, now)?;
-            if loaded.queue == before {
-                return Ok((value, effects, loaded));
+            let (value, effects) = match f(&mut loaded, now) {
+                Ok(v) => v,
+                Err(e) => {
+                    *guard = Some(loaded);
+                    return Err(e);
+                }
+            };
+            let changed: Vec<usize> = (0..loaded.queue.tasks.len())
+                .filter(|&i| marks.get(i) != Some(&mark(&loaded.queue.tasks[i])))
+                .collect();
+            if changed.is_empty() && loaded.queue.status == before_status {
+                let planned = self.plan(&loaded, effects);
+                *guard = Some(loaded);
+                return Ok((value, planned));
             }
-            // Tasks are only ever appended, so the same position holds the same task before
-            // and after a transition (a linear diff, not a search per task).
             // Record times of what the transition settled.
-            for (i, t) in loaded.queue.tasks.iter().enumerate() {
-                let was = before.tasks.get(i).map(|b| b.status);
+            for &i in &changed {
+                let t = &loaded.queue.tasks[i];
                 if t.status.is_terminal()
-                    && was != Some(t.status)
+                    && marks.get(i).map(|m| m.0) != Some(t.status)
                     && let Some(j) = loaded.jobs.get_mut(&t.id)
                 {
                     j.finished_at_ms = Some(now);
@@ -260,7 +357,7 @@ impl Inner {
             }
             let mut row = loaded.row.clone();
             row.status = loaded.queue.status.as_str().to_owned();
-            if before.status == QueueStatus::Pendding
+            if before_status == QueueStatus::Pendding
                 && loaded.queue.status != QueueStatus::Pendding
             {
                 row.committed_at_ms = Some(now);
@@ -272,28 +369,44 @@ impl Inner {
             {
                 row.finished_at_ms = Some(now);
             }
-            let changed: Vec<TaskRow> = loaded
-                .queue
-                .tasks
+            let rows: Vec<TaskRow> = changed
                 .iter()
-                .enumerate()
-                .filter(|(i, t)| before.tasks.get(*i) != Some(*t))
-                .map(|(_, t)| t)
+                .map(|&i| &loaded.queue.tasks[i])
                 .filter_map(|t| loaded.jobs.get(&t.id).map(|j| to_row(id, t, j)))
                 .collect();
-            if self
+            let saved = self
                 .store
-                .save_queue(&row, &changed, loaded.row.version)
+                .save_queue(&row, &rows, loaded.row.version)
                 .await
-                .map_err(store_err)?
-            {
+                .map_err(store_err)?;
+            if saved {
                 row.version = loaded.row.version + 1;
                 loaded.row = row;
-                return Ok((value, effects, loaded));
+                let planned = self.plan(&loaded, effects);
+                self.remember_runs(id, &planned);
+                if is_live(&loaded.queue) {
+                    *guard = Some(loaded);
+                }
+                return Ok((value, planned));
             }
-            tracing::debug!(queue = %id, "queue saved concurrently; retrying the transition");
+            tracing::debug!(queue = %id, "queue saved concurrently; reloading and retrying the transition");
         }
         Err(ApiError::internal("the queue is too busy; try again"))
+    }
+
+    fn plan(&self, loaded: &Loaded, effects: Vec<Effect>) -> Vec<Planned> {
+        effects
+            .into_iter()
+            .map(|effect| {
+                let task = match effect {
+                    Effect::Dispatch { task, .. } | Effect::Cancel { task, .. } => task,
+                };
+                Planned {
+                    effect,
+                    instruct: self.instruct(loaded, task),
+                }
+            })
+            .collect()
     }
 
     fn instruct(&self, loaded: &Loaded, task: Id) -> Option<Instruct> {
@@ -312,20 +425,17 @@ impl Inner {
     }
 
     /// Carries out dispatches (casts); cancels are handled by `stop`.
-    fn dispatch(&self, loaded: &Loaded, effects: &[Effect]) {
-        for e in effects {
-            if let Effect::Dispatch { task, run_id } = *e {
-                let Some(instruct) = self.instruct(loaded, task) else {
-                    continue;
-                };
-                if let Err(err) = self.bus.cast(AsyncJob {
+    fn dispatch(&self, planned: Vec<Planned>) {
+        for p in planned {
+            if let (Effect::Dispatch { run_id, .. }, Some(instruct)) = (p.effect, p.instruct)
+                && let Err(err) = self.bus.cast(AsyncJob {
                     run_id,
                     instruct,
                     redelivery: false,
-                }) {
-                    // Stays `running`; reconciliation offers it again.
-                    tracing::error!(%run_id, error = %err, "dispatch not sent");
-                }
+                })
+            {
+                // Stays `running`; reconciliation offers it again.
+                tracing::error!(%run_id, error = %err, "dispatch not sent");
             }
         }
     }
@@ -355,7 +465,7 @@ impl Inner {
         };
         let task_id = Id::random();
         let spec = m.task;
-        let (id, _, _) = self
+        let (id, _) = self
             .transact(qid, |l, now| {
                 if l.queue.tasks.len() >= MAX_TASKS && l.queue.status == QueueStatus::Pendding {
                     return Err(ApiError::internal(format!(
@@ -381,23 +491,28 @@ impl Inner {
 
     async fn commit(&self, m: CommitQueue) -> Result<(), ApiError> {
         let qid = parse_id(&m.queue_id).ok_or(ErrorCode::QueueNotFound)?;
-        let (_, effects, loaded) = self
+        let (_, planned) = self
             .transact(qid, |l, _| {
                 let effects = l.queue.commit(&mut Id::random)?;
                 Ok(((), effects))
             })
             .await?;
-        self.dispatch(&loaded, &effects);
+        self.dispatch(planned);
         Ok(())
     }
 
     async fn stop(&self, m: StopQueue) -> Result<Value, ApiError> {
         let qid = parse_id(&m.queue_id).ok_or(ErrorCode::QueueNotFound)?;
-        let (_, effects, loaded) = self.transact(qid, |l, _| Ok(((), l.queue.stop()))).await?;
+        let (reply, planned) = self
+            .transact(qid, |l, _| {
+                let effects = l.queue.stop();
+                Ok((statuses_json(&l.queue), effects))
+            })
+            .await?;
         // Cancel the running tasks on their agents, all at once, each bounded.
-        let cancels = effects.iter().filter_map(|e| match *e {
-            Effect::Cancel { task, run_id } => {
-                let ip = loaded.jobs.get(&task)?.spec.ip.clone();
+        let cancels = planned.into_iter().filter_map(|p| match p.effect {
+            Effect::Cancel { run_id, .. } => {
+                let ip = p.instruct?.ip;
                 Some(async move {
                     let ok = matches!(
                         self.bus.call(CancelRun { run_id, ip }, CANCEL_WAIT).await,
@@ -409,22 +524,39 @@ impl Inner {
             Effect::Dispatch { .. } => None,
         });
         let answers = futures::future::join_all(cancels).await;
-        let (_, _, loaded) = if answers.is_empty() {
-            ((), Vec::new(), loaded)
-        } else {
-            self.transact(qid, |l, _| {
+        if answers.is_empty() {
+            return Ok(reply);
+        }
+        let (reply, _) = self
+            .transact(qid, |l, _| {
                 for (run_id, ok) in &answers {
                     l.queue.on_cancel_result(*run_id, *ok);
                 }
-                Ok(((), Vec::new()))
+                Ok((statuses_json(&l.queue), Vec::new()))
             })
-            .await?
-        };
-        Ok(statuses_json(&loaded.queue))
+            .await?;
+        Ok(reply)
     }
 
     async fn result(&self, m: QueueResult) -> Result<Value, ApiError> {
         let qid = parse_id(&m.queue_id).ok_or(ErrorCode::QueueNotFound)?;
+        let slot = self.slot_of(qid);
+        let guard = slot.lock().await;
+        if let Some(l) = guard.as_ref() {
+            // The copy is used only while it is the stored version (another process may
+            // have saved the queue since).
+            match self
+                .store
+                .queue_version(qid.as_str())
+                .await
+                .map_err(store_err)?
+            {
+                Some(v) if v == l.row.version => return Ok(result_json(&l.queue)),
+                None => return Err(ErrorCode::QueueNotFound.into()),
+                Some(_) => {}
+            }
+        }
+        drop(guard);
         let loaded = self.load(qid).await?.ok_or(ErrorCode::QueueNotFound)?;
         Ok(result_json(&loaded.queue))
     }
@@ -435,27 +567,38 @@ impl Inner {
         };
         Ok(self
             .store
-            .queue(qid.as_str())
+            .queue_row(qid.as_str())
             .await
             .map_err(store_err)?
-            .map(|(row, _)| row.app))
+            .map(|row| row.app))
     }
 
     async fn on_done(&self, m: TaskDone) -> Result<(), ApiError> {
         let Done {
             run_id, outcome, ..
         } = m.0;
-        let Some(qid) = self
-            .store
-            .queue_of_run(run_id.as_str())
-            .await
-            .map_err(store_err)?
-        else {
-            tracing::debug!(%run_id, "result for an unknown run ignored");
-            return Ok(());
-        };
-        let Some(qid) = parse_id(&qid) else {
-            return Ok(());
+        let known = self
+            .runs
+            .lock()
+            .expect("queue runs poisoned")
+            .get(&run_id)
+            .copied();
+        let qid = match known {
+            Some(q) => q,
+            None => {
+                let Some(q) = self
+                    .store
+                    .queue_of_run(run_id.as_str())
+                    .await
+                    .map_err(store_err)?
+                    .as_deref()
+                    .and_then(parse_id)
+                else {
+                    tracing::debug!(%run_id, "result for an unknown run ignored");
+                    return Ok(());
+                };
+                q
+            }
         };
         let result = match outcome {
             Ok(o) => Some(TaskResult {
@@ -467,7 +610,7 @@ impl Inner {
             }),
             Err(_) => None,
         };
-        let (_, effects, loaded) = self
+        let (_, planned) = self
             .transact(qid, |l, _| match &result {
                 Some(r) => Ok(((), l.queue.on_result(run_id, r.clone(), &mut Id::random))),
                 None => {
@@ -476,8 +619,110 @@ impl Inner {
                 }
             })
             .await?;
-        self.dispatch(&loaded, &effects);
+        self.runs
+            .lock()
+            .expect("queue runs poisoned")
+            .remove(&run_id);
+        self.dispatch(planned);
         Ok(())
+    }
+
+    /// An agent linked: offer it its running tasks again at once.
+    async fn on_agent_linked(&self, m: AgentLinked) {
+        let rows = match self.store.running_tasks_on(&m.ip, RELINK_BATCH).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                return tracing::warn!(ip = %m.ip, error = %e, "reconciliation on link skipped");
+            }
+        };
+        let mut apps: HashMap<String, Option<String>> = HashMap::new();
+        for t in rows {
+            if !apps.contains_key(&t.queue_id) {
+                let app = match self.store.queue_row(&t.queue_id).await {
+                    Ok(row) => row.map(|r| r.app),
+                    Err(e) => {
+                        tracing::warn!(queue = %t.queue_id, error = %e, "reconciliation on link: queue unreadable");
+                        None
+                    }
+                };
+                apps.insert(t.queue_id.clone(), app);
+            }
+            let (Some(Some(app)), Some(run_id), Some(id)) = (
+                apps.get(&t.queue_id),
+                t.run_id.as_deref().and_then(parse_id),
+                parse_id(&t.id),
+            ) else {
+                continue;
+            };
+            let instruct = Instruct {
+                id,
+                ip: t.ip,
+                kind: "queue".into(),
+                mode: t.mode,
+                app: app.clone(),
+                func: t.func,
+                param: t.param,
+                timeout: u32::try_from(t.timeout).unwrap_or(0),
+                proxy: t.proxy,
+            };
+            tracing::debug!(%run_id, ip = %m.ip, "running task offered again to its relinked agent");
+            let _ = self.bus.cast(AsyncJob {
+                run_id,
+                instruct,
+                redelivery: true,
+            });
+        }
+    }
+
+    /// Gives up the running tasks of agents not heard of for [`Options::give_up`].
+    async fn give_up(&self) {
+        let ips = match self.store.running_task_ips().await {
+            Ok(ips) => ips,
+            Err(e) => return tracing::warn!(error = %e, "give-up pass skipped"),
+        };
+        let now = self.clock.now_ms();
+        let limit_ms = i64::try_from(self.opts.give_up.as_millis()).unwrap_or(i64::MAX);
+        for ip in ips {
+            let last = match self.store.agent(&ip).await {
+                Ok(a) => a.map_or(0, |a| a.last_heartbeat_ms).max(self.started_ms),
+                Err(e) => {
+                    tracing::warn!(%ip, error = %e, "give-up: agent unreadable");
+                    continue;
+                }
+            };
+            if now.saturating_sub(last) < limit_ms {
+                continue;
+            }
+            let why = format!(
+                "given up: agent {ip} not heard of for {} s (queue.give_up_secs)",
+                self.opts.give_up.as_secs()
+            );
+            let rows = match self.store.running_tasks_on(&ip, RELINK_BATCH).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::warn!(%ip, error = %e, "give-up: tasks unreadable");
+                    continue;
+                }
+            };
+            for t in rows {
+                let (Some(qid), Some(run_id)) = (
+                    parse_id(&t.queue_id),
+                    t.run_id.as_deref().and_then(parse_id),
+                ) else {
+                    continue;
+                };
+                tracing::warn!(%run_id, %ip, "running task given up: its agent did not come back");
+                let done = self
+                    .transact(qid, |l, _| {
+                        l.queue.on_given_up(run_id, &why);
+                        Ok(((), Vec::new()))
+                    })
+                    .await;
+                if let Err(e) = done {
+                    tracing::warn!(%run_id, error = %e, "give-up not recorded");
+                }
+            }
+        }
     }
 
     /// Offers every running task to its agent again under the same run id.
@@ -517,6 +762,7 @@ impl Inner {
                 _ = cancel.cancelled() => return,
             }
             self.reconcile().await;
+            self.give_up().await;
             let before = self.clock.now_ms() - self.opts.retention.as_millis() as i64;
             loop {
                 match self.store.purge_queues(before, PURGE_BATCH).await {

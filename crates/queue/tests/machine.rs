@@ -108,6 +108,10 @@ impl World {
                 let run = names.id(run);
                 Ok(queue.on_result(run, result, &mut run_ids(names, runs)))
             }
+            ["givenup", run] => {
+                queue.on_given_up(names.id(run), "agent gone");
+                Ok(Vec::new())
+            }
             ["undeliverable", run] => {
                 queue.on_delivery_failed(names.id(run));
                 Ok(Vec::new())
@@ -384,6 +388,59 @@ fn a_released_dependant_that_cannot_be_delivered_stops_its_own_subtree() {
         ok
         Q finish | T1 finish r1 =true/1 | T2 finish r2 <-T1 =false/-1 !"[410.1]Send Job To Agent Fail" | T3 stopped <-T2 !"dependency T2 did not succeed"
         "#,
+    );
+}
+
+/// A task whose agent never came back is given up: it finishes like an undelivered one, its
+/// subtree is stopped, a sibling is untouched, and the result that comes in later changes
+/// nothing.
+#[test]
+fn a_given_up_task_stops_its_subtree_and_ignores_a_late_result() {
+    check(
+        r#"
+        > add T1
+        ok
+        Q pendding | T1 pendding
+        > add T2 <-T1
+        ok
+        Q pendding | T1 pendding | T2 pendding <-T1
+        > add T3
+        ok
+        Q pendding | T1 pendding | T2 pendding <-T1 | T3 pendding
+        > commit
+        dispatch T1 r1, dispatch T3 r2
+        Q running | T1 running r1 | T2 pendding <-T1 | T3 running r2
+        > givenup r1
+        ok
+        Q running | T1 finish r1 =false/-1 !"[410.1]Send Job To Agent Fail" | T2 stopped <-T1 !"dependency T1 did not succeed" | T3 running r2
+        > result r1 true 1
+        ok
+        Q running | T1 finish r1 =false/-1 !"[410.1]Send Job To Agent Fail" | T2 stopped <-T1 !"dependency T1 did not succeed" | T3 running r2
+        > givenup r2
+        ok
+        Q finish | T1 finish r1 =false/-1 !"[410.1]Send Job To Agent Fail" | T2 stopped <-T1 !"dependency T1 did not succeed" | T3 finish r2 =false/-1 !"[410.1]Send Job To Agent Fail"
+        > givenup r2
+        ok
+        Q finish | T1 finish r1 =false/-1 !"[410.1]Send Job To Agent Fail" | T2 stopped <-T1 !"dependency T1 did not succeed" | T3 finish r2 =false/-1 !"[410.1]Send Job To Agent Fail"
+        "#,
+    );
+}
+
+#[test]
+fn a_given_up_task_says_why_in_its_worker_message() {
+    let mut world = World::new();
+    world.run("add T1");
+    world.run("commit");
+    world.run("givenup r1");
+    let r = world.queue.tasks[0].result.as_ref().unwrap();
+    assert_eq!(
+        (
+            r.flag,
+            r.worker_flag,
+            r.worker_message.as_str(),
+            r.worker_costtime
+        ),
+        (false, Some(-1), "agent gone", None)
     );
 }
 

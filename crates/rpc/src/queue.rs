@@ -96,3 +96,18 @@ impl Message for QueueOwner {
     /// `None` for an unknown queue.
     type Response = Result<Option<String>, ApiError>;
 }
+
+/// `gateway → queue` (cast): the agent at `ip` has just linked (or linked again). The queue
+/// module offers that agent its running runs again at once (`redelivery`), instead of waiting
+/// for its periodic reconciliation: the agent runs those it never got and re-sends the
+/// results of the others.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AgentLinked {
+    pub ip: String,
+}
+
+impl Message for AgentLinked {
+    const MODULE: &'static str = crate::module::QUEUE;
+    const ACTION: &'static str = "agentLinked";
+    type Response = ();
+}

@@ -315,6 +315,33 @@ impl Store {
         Ok(true)
     }
 
+    /// The queue row alone (no tasks), or `None` when there is no such queue.
+    pub async fn queue_row(&self, id: &str) -> Result<Option<QueueRow>, Error> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            queue_columns!(),
+            " FROM queues WHERE id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| Error::db("cannot read a queue", e))?;
+        row.as_ref()
+            .map(queue_from_row)
+            .transpose()
+            .map_err(|e| Error::db("cannot read a queue", e))
+    }
+
+    /// The stored version of a queue (see [`Store::save_queue`]), or `None` when there is no
+    /// such queue: one indexed read, so a cached copy can be checked before it is used.
+    pub async fn queue_version(&self, id: &str) -> Result<Option<i64>, Error> {
+        sqlx::query_scalar("SELECT version FROM queues WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| Error::db("cannot read a queue's version", e))
+    }
+
     /// The id of the queue owning a task with this run id (for routing results), or `None`.
     pub async fn queue_of_run(&self, run_id: &str) -> Result<Option<String>, Error> {
         sqlx::query_scalar("SELECT queue_id FROM queue_tasks WHERE run_id = ?")
@@ -322,6 +349,36 @@ impl Store {
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| Error::db("cannot look up a run id", e))
+    }
+
+    /// The tasks in status `running` whose agent is `ip` (at most `limit`), by queue and
+    /// insertion order.
+    pub async fn running_tasks_on(&self, ip: &str, limit: i64) -> Result<Vec<TaskRow>, Error> {
+        let what = "cannot list an agent's running tasks";
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            task_columns!(),
+            " FROM queue_tasks WHERE status = 'running' AND ip = ? ORDER BY queue_id, seq LIMIT ?"
+        ))
+        .bind(ip)
+        .bind(limit.max(0))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| Error::db(what, e))?;
+        rows.iter()
+            .map(task_from_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::db(what, e))
+    }
+
+    /// The agents (ips) that have a task in status `running`, sorted, each once.
+    pub async fn running_task_ips(&self) -> Result<Vec<String>, Error> {
+        sqlx::query_scalar(
+            "SELECT DISTINCT ip FROM queue_tasks WHERE status = 'running' ORDER BY ip",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| Error::db("cannot list the agents of running tasks", e))
     }
 
     /// The ids of the queues that have a task in status `running` (recovery at start),
