@@ -130,6 +130,10 @@ impl Outcome {
 #[derive(Debug, Clone)]
 pub struct Executor {
     cfg: ExecConfig,
+    /// Caps on concurrent workers (none: no cap).
+    limiter: Option<std::sync::Arc<crate::limits::Limiter>>,
+    /// The unprivileged user workers run as (none: the agent's user).
+    user: Option<crate::limits::WorkerUser>,
 }
 
 /// A resolved entry: what to run, with which leading arguments, in which directory.
@@ -442,7 +446,23 @@ async fn spawn_with_retry(cmd: &mut Command) -> std::io::Result<Child> {
 impl Executor {
     /// Creates an executor with the given configuration.
     pub fn new(cfg: ExecConfig) -> Executor {
-        Executor { cfg }
+        Executor {
+            cfg,
+            limiter: None,
+            user: None,
+        }
+    }
+
+    /// Caps concurrent workers with `limiter` (see [`crate::limits`]).
+    pub fn with_limiter(mut self, limiter: std::sync::Arc<crate::limits::Limiter>) -> Executor {
+        self.limiter = Some(limiter);
+        self
+    }
+
+    /// Runs workers as `user` (the agent must be root).
+    pub fn with_user(mut self, user: Option<crate::limits::WorkerUser>) -> Executor {
+        self.user = user;
+        self
     }
 
     /// Returns the executor's configuration.
@@ -465,6 +485,14 @@ impl Executor {
         let entry = match resolve(&self.cfg, &job.app, &job.proxy) {
             Ok(entry) => entry,
             Err(msg) => return Outcome::fail(msg, 0),
+        };
+        // Waits for a slot under the worker caps; the time limit starts at the spawn.
+        let _permit = match &self.limiter {
+            Some(l) => match l.acquire(&job.app, &cancel).await {
+                Ok(p) => Some(p),
+                Err(msg) => return Outcome::fail(msg, 0),
+            },
+            None => None,
         };
         let param = base64::engine::general_purpose::STANDARD.encode(job.param.as_bytes());
 
@@ -494,6 +522,13 @@ impl Executor {
         ];
         for (name, value) in elves_env {
             cmd.env(name, OsStr::new(value));
+        }
+        if let Some(u) = &self.user {
+            // std drops the supplementary groups too when it switches from root.
+            cmd.uid(u.uid).gid(u.gid);
+            cmd.env("HOME", &u.home)
+                .env("USER", &u.name)
+                .env("LOGNAME", &u.name);
         }
 
         tracing::debug!(

@@ -5,12 +5,20 @@
 //! instructions. The `elves-agent` binary is this crate alone: it links no SQL driver,
 //! broker client or template engine.
 
+pub mod agent_cron;
 pub mod apps;
+pub mod dashboard;
 pub mod exec;
+pub mod hooks;
 pub mod install;
+pub mod limits;
 pub mod link;
 pub mod pack;
+pub mod processor;
 pub mod spool;
+pub mod stats;
+
+mod local;
 
 use std::sync::Arc;
 
@@ -27,6 +35,8 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
         output_cap: cfg.limits.output_cap,
         python: cfg.python.clone(),
     });
+    let local = local::start(&cfg, exec, &cancel)?;
+    let exec = local.exec.clone();
     // What an interrupted install or removal left behind, before any install starts.
     match install::cleanup_staging(&cfg.apps_dir) {
         Ok(0) => {}
@@ -40,13 +50,14 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
         cfg.apps.clone(),
     ));
     tokio::spawn(apps.clone().run(cancel.clone()));
+    local.start_with_apps(&cfg, apps.clone(), &cancel)?;
     let spool = spool::Spool::open(&cfg.data_dir.join("spool")).map_err(|e| {
         anyhow::anyhow!(
             "cannot open the result spool in {}: {e}",
             cfg.data_dir.display()
         )
     })?;
-    let agent = Arc::new(link::Agent::new(cfg, exec, apps, spool));
+    let agent = Arc::new(link::Agent::new(cfg, exec, apps, spool).with_hooks(local.hooks.clone()));
     agent.run(cancel).await;
     Ok(())
 }

@@ -76,6 +76,8 @@ pub struct Agent {
     /// The sender of the link that is up now, if any: a job that outlives the link it came
     /// on sends its result on this one.
     current: Mutex<Option<mpsc::Sender<AgentMessage>>>,
+    /// After-run hooks: dashboard records and mode-P processors.
+    hooks: Arc<crate::hooks::Hooks>,
 }
 
 enum LinkEnd {
@@ -95,7 +97,14 @@ impl Agent {
             running: Mutex::new(HashMap::new()),
             spool,
             current: Mutex::new(None),
+            hooks: Arc::default(),
         }
+    }
+
+    /// Sets the hooks called after each run.
+    pub fn with_hooks(mut self, hooks: Arc<crate::hooks::Hooks>) -> Agent {
+        self.hooks = hooks;
+        self
     }
 
     fn credential_path(&self) -> PathBuf {
@@ -353,6 +362,7 @@ impl Agent {
             run_id = %run.run_id, app = %job.app, func = %job.func, flag = outcome.flag,
             costtime_ms = outcome.costtime_ms, "job finished"
         );
+        self.hooks.finished(&job, &ins.ip, &outcome);
         let done = Spooled {
             run_id: run.run_id.clone(),
             id: ins.id,
