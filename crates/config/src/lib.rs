@@ -449,7 +449,7 @@ impl Default for AgentLimits {
         AgentLimits {
             output_cap: 4 << 20,
             max_workers: 64,
-            max_waiting: 1024,
+            max_waiting: 10_000,
             app_workers: BTreeMap::new(),
             worker_user: String::new(),
         }
