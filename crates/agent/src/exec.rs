@@ -130,6 +130,10 @@ impl Outcome {
 #[derive(Debug, Clone)]
 pub struct Executor {
     cfg: ExecConfig,
+    /// Caps on concurrent workers (none: no cap).
+    limiter: Option<std::sync::Arc<crate::limits::Limiter>>,
+    /// The unprivileged user workers run as (none: the agent's user).
+    user: Option<crate::limits::WorkerUser>,
 }
 
 /// A resolved entry: what to run, with which leading arguments, in which directory.
@@ -442,7 +446,23 @@ async fn spawn_with_retry(cmd: &mut Command) -> std::io::Result<Child> {
 impl Executor {
     /// Creates an executor with the given configuration.
     pub fn new(cfg: ExecConfig) -> Executor {
-        Executor { cfg }
+        Executor {
+            cfg,
+            limiter: None,
+            user: None,
+        }
+    }
+
+    /// Caps concurrent workers with `limiter` (see [`crate::limits`]).
+    pub fn with_limiter(mut self, limiter: std::sync::Arc<crate::limits::Limiter>) -> Executor {
+        self.limiter = Some(limiter);
+        self
+    }
+
+    /// Runs workers as `user` (the agent must be root).
+    pub fn with_user(mut self, user: Option<crate::limits::WorkerUser>) -> Executor {
+        self.user = user;
+        self
     }
 
     /// Returns the executor's configuration.
@@ -464,6 +484,11 @@ impl Executor {
         }
         let (mut cmd, program) = match self.command(job) {
             Ok(c) => c,
+            Err(o) => return o,
+        };
+        // Waits for a slot under the worker caps; the time limit starts at the spawn.
+        let _permit = match self.permit(job, &cancel).await {
+            Ok(p) => p,
             Err(o) => return o,
         };
         cmd.stdout(Stdio::piped())
@@ -523,7 +548,30 @@ impl Executor {
         for (name, value) in elves_env {
             cmd.env(name, OsStr::new(value));
         }
+        if let Some(u) = &self.user {
+            // std drops the supplementary groups too when it switches from root.
+            cmd.uid(u.uid).gid(u.gid);
+            cmd.env("HOME", &u.home)
+                .env("USER", &u.name)
+                .env("LOGNAME", &u.name);
+        }
         Ok((cmd, entry.program))
+    }
+
+    /// A slot under the worker caps ([`crate::limits`]), waited for until `cancel`.
+    async fn permit(
+        &self,
+        job: &Job,
+        cancel: &CancellationToken,
+    ) -> Result<Option<crate::limits::Permit>, Outcome> {
+        match &self.limiter {
+            Some(l) => l
+                .acquire(&job.app, cancel)
+                .await
+                .map(Some)
+                .map_err(|msg| Outcome::fail(msg, 0)),
+            None => Ok(None),
+        }
     }
 
     /// Runs one worker for an asynchronous `job` with its stdout and stderr in `files`
@@ -547,6 +595,11 @@ impl Executor {
         }
         let (mut cmd, program) = match self.command(job) {
             Ok(c) => c,
+            Err(o) => return o,
+        };
+        // Waits for a slot under the worker caps; the time limit starts at the spawn.
+        let _permit = match self.permit(job, &cancel).await {
+            Ok(p) => p,
             Err(o) => return o,
         };
         let open = |p: &Path| std::fs::File::create(p);

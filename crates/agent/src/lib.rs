@@ -5,13 +5,21 @@
 //! instructions. The `elves-agent` binary is this crate alone: it links no SQL driver,
 //! broker client or template engine.
 
+pub mod agent_cron;
 pub mod apps;
+pub mod dashboard;
 pub mod exec;
+pub mod hooks;
 pub mod install;
+pub mod limits;
 pub mod link;
 pub mod pack;
+pub mod processor;
 pub mod runs;
 pub mod spool;
+pub mod stats;
+
+mod local;
 
 use std::sync::Arc;
 
@@ -28,6 +36,8 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
         output_cap: cfg.limits.output_cap,
         python: cfg.python.clone(),
     });
+    let local = local::start(&cfg, exec, &cancel)?;
+    let exec = local.exec.clone();
     // What an interrupted install or removal left behind, before any install starts.
     match install::cleanup_staging(&cfg.apps_dir) {
         Ok(0) => {}
@@ -41,6 +51,7 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
         cfg.apps.clone(),
     ));
     tokio::spawn(apps.clone().run(cancel.clone()));
+    local.start_with_apps(&cfg, apps.clone(), &cancel)?;
     let spool = spool::Spool::open(&cfg.data_dir.join("spool")).map_err(|e| {
         anyhow::anyhow!(
             "cannot open the result spool in {}: {e}",
@@ -53,7 +64,8 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
             cfg.data_dir.display()
         )
     })?;
-    let agent = Arc::new(link::Agent::new(cfg, exec, apps, spool, journal));
+    let agent =
+        Arc::new(link::Agent::new(cfg, exec, apps, spool, journal).with_hooks(local.hooks.clone()));
     agent.run(cancel).await;
     Ok(())
 }

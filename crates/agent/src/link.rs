@@ -86,6 +86,8 @@ pub struct Agent {
     /// The sender of the link that is up now, if any: a job that outlives the link it came
     /// on sends its result on this one.
     current: Mutex<Option<mpsc::Sender<AgentMessage>>>,
+    /// After-run hooks: dashboard records and mode-P processors.
+    hooks: Arc<crate::hooks::Hooks>,
 }
 
 enum LinkEnd {
@@ -113,7 +115,14 @@ impl Agent {
             journal,
             acked: Mutex::new(Default::default()),
             current: Mutex::new(None),
+            hooks: Arc::default(),
         }
+    }
+
+    /// Sets the hooks called after each run.
+    pub fn with_hooks(mut self, hooks: Arc<crate::hooks::Hooks>) -> Agent {
+        self.hooks = hooks;
+        self
     }
 
     fn credential_path(&self) -> PathBuf {
@@ -451,9 +460,6 @@ impl Agent {
         };
         // Written before it is sent; removed when the center acknowledges it.
         let spooled = self.spool.put(&done);
-        // Hook for issue 7 (processors, agent-protocol §5): here the result is durable and
-        // `done` holds everything `runProcessor` needs (instruct with `mode`, flag, costtime,
-        // result); a mode "P" run is handed to the app's processor from this point.
         self.running
             .lock()
             .expect("running poisoned")
@@ -519,6 +525,7 @@ impl Agent {
             run_id = %run.run_id, app = %job.app, func = %job.func, flag = outcome.flag,
             costtime_ms = outcome.costtime_ms, "job finished"
         );
+        self.hooks.finished(&job, &ins.ip, &outcome);
         let done = Spooled {
             run_id: run.run_id.clone(),
             id: ins.id,
@@ -591,6 +598,8 @@ impl Agent {
             %run_id, app = %job.app, func = %job.func, flag = outcome.flag,
             costtime_ms = outcome.costtime_ms, "job finished"
         );
+        // Dashboard record, and a mode "P" run's delivery to the app's processor.
+        self.hooks.finished(&job, &rec.ip, &outcome);
         let msg = self.settle(&rec, outcome);
         self.send_now(&run_id, msg, Some(&tx)).await;
     }

@@ -448,12 +448,25 @@ pub struct DevMode {
 pub struct AgentLimits {
     /// Largest worker stdout kept, in bytes; more is an error.
     pub output_cap: usize,
+    // --- worker caps and user (issue 7) ---
+    /// Workers running at once on this agent (at least 1); more wait for a slot.
+    pub max_workers: usize,
+    /// Runs waiting for a slot at most; more are refused (flag -1).
+    pub max_waiting: usize,
+    /// Per-app caps on workers running at once: `app = n`.
+    pub app_workers: BTreeMap<String, usize>,
+    /// When the agent runs as root, the unprivileged user workers run as.
+    pub worker_user: String,
 }
 
 impl Default for AgentLimits {
     fn default() -> Self {
         AgentLimits {
             output_cap: 4 << 20,
+            max_workers: 64,
+            max_waiting: 10_000,
+            app_workers: BTreeMap::new(),
+            worker_user: String::new(),
         }
     }
 }
@@ -557,6 +570,16 @@ impl AgentConfig {
             return Err(Error::Invalid(
                 "heartbeat.interval_secs must be positive".into(),
             ));
+        }
+        if self.limits.max_workers == 0 {
+            return Err(Error::Invalid(
+                "limits.max_workers must be at least 1".into(),
+            ));
+        }
+        if let Some((app, _)) = self.limits.app_workers.iter().find(|(_, n)| **n == 0) {
+            return Err(Error::Invalid(format!(
+                "limits.app_workers.{app} must be at least 1"
+            )));
         }
         if self.devmode.enabled
             && (self.devmode.authid.trim().is_empty() || self.devmode.authkey.trim().is_empty())
@@ -708,6 +731,21 @@ mod tests {
                 "devmode without key",
                 "ip='10.0.0.5'\ntoken='T'\n[devmode]\nenabled=true\n",
                 Some("devmode.authid"),
+            ),
+            (
+                "no worker allowed",
+                "ip='10.0.0.5'\ntoken='T'\n[limits]\nmax_workers=0\n",
+                Some("limits.max_workers must be at least 1"),
+            ),
+            (
+                "an app capped at zero",
+                "ip='10.0.0.5'\ntoken='T'\n[limits]\napp_workers={a=0}\n",
+                Some("limits.app_workers.a must be at least 1"),
+            ),
+            (
+                "limits",
+                "ip='10.0.0.5'\ntoken='T'\n[limits]\nmax_workers=2\nmax_waiting=0\napp_workers={a=1}\nworker_user='nobody'\n",
+                None,
             ),
         ];
         for (name, toml, want) in cases {
