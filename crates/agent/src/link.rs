@@ -18,6 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request};
+use tracing::Instrument;
 
 use crate::apps::{Distributor, Fetcher};
 use crate::exec::{Executor, Job};
@@ -293,7 +294,13 @@ impl Agent {
                     running.insert(run.run_id.clone(), token.clone());
                 }
                 let tx = tx.clone();
-                tokio::spawn(async move { self.run_job(run, token, tx).await });
+                // Every log line of the run carries the API request's id (a str field: quoted
+                // and escaped by the formatter, whatever the center sent).
+                let span = match run.request_id.as_str() {
+                    "" => tracing::Span::none(),
+                    rid => tracing::info_span!("run", rid),
+                };
+                tokio::spawn(async move { self.run_job(run, token, tx).await }.instrument(span));
             }
             Some(center_message::Body::Cancel(c)) => {
                 let token = self
@@ -368,7 +375,7 @@ impl Agent {
             costtime: outcome.costtime_ms,
             result: outcome.message,
         };
-        let msg = if run.sync {
+        let mut msg = if run.sync {
             let mut m = result_message(done);
             if let Some(agent_message::Body::Result(r)) = &mut m.body {
                 r.sync = true;
@@ -381,6 +388,9 @@ impl Agent {
             }
             result_message(done)
         };
+        if let Some(agent_message::Body::Result(r)) = &mut msg.body {
+            r.request_id = run.request_id.clone();
+        }
         self.running
             .lock()
             .expect("running poisoned")
@@ -421,6 +431,7 @@ fn result_message(done: Spooled) -> AgentMessage {
         costtime: done.costtime,
         result: done.result,
         sync: false,
+        request_id: String::new(),
     };
     AgentMessage {
         body: Some(agent_message::Body::Result(r)),

@@ -214,6 +214,7 @@ impl Store {
 
     /// Every started cron, by id.
     pub async fn started_crons(&self) -> Result<Vec<CronRow>, Error> {
+        let _t = elves_telemetry::store_op("cron_started");
         let what = "cannot list started crons";
         let rows = sqlx::query(concat!(
             "SELECT ",
@@ -338,6 +339,7 @@ impl Store {
         fires: &[NewCronFire],
         keep: i64,
     ) -> Result<Option<Vec<bool>>, Error> {
+        let _t = elves_telemetry::store_op("cron_record_fires");
         let what = "cannot record cron fires";
         let mut tx = crate::sqlite::begin_immediate(&self.pool)
             .await
@@ -400,6 +402,7 @@ impl Store {
     /// Stores the result of a run and makes it its cron's last result. Returns `false`, changing
     /// nothing, when the run is unknown (pruned, or its cron deleted) or already has a result.
     pub async fn record_cron_result(&self, r: &CronOutcome) -> Result<bool, Error> {
+        let _t = elves_telemetry::store_op("cron_record_result");
         let what = "cannot record a cron result";
         let mut tx = crate::sqlite::begin_immediate(&self.pool)
             .await
