@@ -8,6 +8,10 @@
 //!   `rt/exec` of it;
 //! * `queue-throughput` runs queues of no-op tasks over two agents, end to end, against the
 //!   rate at which the machine spawns the worker bare with one spawner per agent.
+//! * `rt-throughput` runs 64 concurrent clients of `rt/exec` over two agents against the same
+//!   bare spawn rate; `api` runs signed `info/agents/detail` requests on keep-alive connections
+//!   against `/healthz` (over `elves up`); `footprint` reads idle RSS, binary size and start-up
+//!   time; `callgrind` runs one hot pure path N times for `scripts/callgrind.sh`.
 //!
 //! Build first, into the same target directory:
 //!
@@ -25,6 +29,12 @@
 mod harness;
 mod queue;
 mod rt;
+// Observability issue: throughput, api and footprint scenarios, instruction counts.
+mod api;
+mod callgrind;
+mod footprint;
+mod load;
+mod rt_throughput;
 
 use std::process::ExitCode;
 
@@ -46,6 +56,14 @@ enum Cmd {
     RtLatency(rt::RtArgs),
     /// Queue tasks per second end to end over two agents versus the bare spawn rate.
     QueueThroughput(queue::QueueArgs),
+    /// rt/exec calls per second with 64 concurrent clients over two agents vs bare spawns.
+    RtThroughput(rt_throughput::RtThroughputArgs),
+    /// Signed info/agents/detail requests per second vs /healthz (elves up, supervisor mode).
+    Api(api::ApiArgs),
+    /// Idle RSS of center and agent, elves-agent size, center start-up time.
+    Footprint(footprint::FootprintArgs),
+    /// Runs one hot pure path N times (for instruction counts: scripts/callgrind.sh).
+    Callgrind(callgrind::CallgrindArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +71,10 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::RtLatency(args) => rt::rt_latency(args),
         Cmd::QueueThroughput(args) => queue::queue_throughput(args),
+        Cmd::RtThroughput(args) => rt_throughput::rt_throughput(args),
+        Cmd::Api(args) => api::api(args),
+        Cmd::Footprint(args) => footprint::footprint(args),
+        Cmd::Callgrind(args) => callgrind::callgrind(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
