@@ -18,6 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request};
+use tracing::Instrument;
 
 use crate::apps::{Distributor, Fetcher};
 use crate::exec::{Executor, Job, Outcome};
@@ -338,7 +339,13 @@ impl Agent {
                     running.insert(run.run_id.clone(), token.clone());
                 }
                 let tx = tx.clone();
-                tokio::spawn(async move { self.run_job(run, token, tx).await });
+                // Every log line of the run carries the API request's id (a str field: quoted
+                // and escaped by the formatter, whatever the center sent).
+                let span = match run.request_id.as_str() {
+                    "" => tracing::Span::none(),
+                    rid => tracing::info_span!("run", rid),
+                };
+                tokio::spawn(async move { self.run_job(run, token, tx).await }.instrument(span));
             }
             Some(center_message::Body::Cancel(c)) => {
                 let token = self
@@ -545,6 +552,9 @@ impl Agent {
         if let Some(agent_message::Body::Result(r)) = &mut msg.body {
             r.sync = true;
         }
+        if let Some(agent_message::Body::Result(r)) = &mut msg.body {
+            r.request_id = run.request_id.clone();
+        }
         self.running
             .lock()
             .expect("running poisoned")
@@ -625,6 +635,7 @@ fn result_message(done: Spooled) -> AgentMessage {
         costtime: done.costtime,
         result: done.result,
         sync: false,
+        request_id: String::new(),
     };
     AgentMessage {
         body: Some(agent_message::Body::Result(r)),

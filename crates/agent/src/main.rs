@@ -10,7 +10,14 @@ fn main() -> ExitCode {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--config" | "-c" => config = args.next().map(PathBuf::from),
-            "--log-format" => json = args.next().as_deref() == Some("json"),
+            "--log-format" => match args.next().as_deref() {
+                Some("json") => json = true,
+                Some("text") => json = false,
+                other => {
+                    eprintln!("elves-agent: --log-format must be text or json, not {other:?}");
+                    return ExitCode::from(2);
+                }
+            },
             "--version" | "-v" => {
                 println!("elves-agent {}", elves_agent::link::VERSION);
                 return ExitCode::SUCCESS;

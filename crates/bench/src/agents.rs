@@ -195,6 +195,7 @@ async fn link(
                             costtime: 0,
                             result: "ok".into(),
                             sync: run.sync,
+                            request_id: run.request_id,
                         }))
                     }
                     Some(center_message::Body::Cancel(c)) => {

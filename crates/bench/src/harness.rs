@@ -176,7 +176,7 @@ fn random_hex(bytes: usize) -> String {
     hex::encode_upper(b)
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(l.local_addr()?.port())
 }
@@ -524,6 +524,7 @@ pub fn rt_params(ip: &str) -> Vec<(&'static str, String)> {
 // ---------------------------------------------------------------------------------------
 // Signed v2 calls
 
+#[derive(Clone)]
 pub struct Api {
     pub client: reqwest::Client,
     base: String,
@@ -533,6 +534,11 @@ pub struct Api {
 }
 
 impl Api {
+    /// The API's `host:port`.
+    pub fn addr(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
     /// The signed form body of a call to `path` (api-v2 §2), signed now.
     pub fn sign(&self, path: &str, params: &[(&str, String)]) -> String {
         let now = SystemTime::now()

@@ -11,6 +11,10 @@
 //! * `cron-lag` fires every-second crons and reads back from the center's records how late
 //!   each fire was handed to the scheduler, and whether any instant was missed or fired twice,
 //!   against a bare timer's lateness in the same window.
+//! * `rt-throughput` runs 64 concurrent clients of `rt/exec` over two agents against the same
+//!   bare spawn rate; `api` runs signed `info/agents/detail` requests on keep-alive connections
+//!   against `/healthz` (over `elves up`); `footprint` reads idle RSS, binary size and start-up
+//!   time; `callgrind` runs one hot pure path N times for `scripts/callgrind.sh`.
 //!
 //! Build first, into the same target directory:
 //!
@@ -26,11 +30,17 @@
 //! center, the agents and the bench whatever they are doing. Method, figures and findings:
 //! `BENCHMARKS.md` at the repository root.
 
-mod cron;
 mod agents;
+mod cron;
 mod harness;
 mod queue;
 mod rt;
+// Observability issue: throughput, api and footprint scenarios, instruction counts.
+mod api;
+mod callgrind;
+mod footprint;
+mod load;
+mod rt_throughput;
 
 use std::process::ExitCode;
 
@@ -56,6 +66,14 @@ enum Cmd {
     CronLag(cron::CronArgs),
     /// N simulated agents (real agent protocol) heartbeating against one center.
     AgentScale(agents::AgentScaleArgs),
+    /// rt/exec calls per second with 64 concurrent clients over two agents vs bare spawns.
+    RtThroughput(rt_throughput::RtThroughputArgs),
+    /// Signed info/agents/detail requests per second vs /healthz (elves up, supervisor mode).
+    Api(api::ApiArgs),
+    /// Idle RSS of center and agent, elves-agent size, center start-up time.
+    Footprint(footprint::FootprintArgs),
+    /// Runs one hot pure path N times (for instruction counts: scripts/callgrind.sh).
+    Callgrind(callgrind::CallgrindArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +83,10 @@ fn main() -> ExitCode {
         Cmd::QueueThroughput(args) => queue::queue_throughput(args),
         Cmd::CronLag(args) => cron::cron_lag(args),
         Cmd::AgentScale(args) => agents::agent_scale(args),
+        Cmd::RtThroughput(args) => rt_throughput::rt_throughput(args),
+        Cmd::Api(args) => api::api(args),
+        Cmd::Footprint(args) => footprint::footprint(args),
+        Cmd::Callgrind(args) => callgrind::callgrind(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

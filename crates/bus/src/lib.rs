@@ -8,6 +8,12 @@
 //!
 //! Handler concurrency is bounded per served message ([`MAX_IN_FLIGHT`]); beyond it a call
 //! waits for a slot within its own deadline.
+//!
+//! **Request ids.** A message sent while a request id is in scope ([`with_request_id`]) carries
+//! it in the envelope as `"mqrid"`; its handler runs with the same id in scope and inside a
+//! tracing span `bus{rid=…}`, so every log line of every module a request touches carries the
+//! id, and the messages those modules send on carry it further. A message without `mqrid` (an
+//! older sender) is handled as before.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -20,6 +26,7 @@ use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::{Semaphore, oneshot};
+use tracing::Instrument;
 
 /// How many handler invocations of one message may run at once.
 pub const MAX_IN_FLIGHT: usize = 4096;
@@ -42,6 +49,52 @@ struct Envelope<'a, B> {
     mqkey: &'a str,
     mqtype: &'a str,
     mqbody: B,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mqrid: Option<String>,
+}
+
+/// The longest request id carried.
+pub const MAX_REQUEST_ID: usize = 64;
+
+/// Whether `rid` may be carried and logged: 1 to [`MAX_REQUEST_ID`] characters of
+/// `A-Z a-z 0-9 . _ -` (nothing that could forge a log line or a label).
+pub fn is_valid_request_id(rid: &str) -> bool {
+    !rid.is_empty()
+        && rid.len() <= MAX_REQUEST_ID
+        && rid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+tokio::task_local! {
+    static REQUEST_ID: Option<Arc<str>>;
+}
+
+/// The request id in scope, if any.
+pub fn request_id() -> Option<Arc<str>> {
+    REQUEST_ID.try_with(|r| r.clone()).ok().flatten()
+}
+
+/// The request id in scope, or `""` (for a protocol field where empty means none).
+pub fn request_id_or_empty() -> String {
+    request_id().map(|r| r.to_string()).unwrap_or_default()
+}
+
+/// [`with_request_id`] owning its id, for a spawned task.
+pub async fn with_request_id_owned<F: Future>(rid: String, fut: F) -> F::Output {
+    with_request_id(&rid, fut).await
+}
+
+/// Runs `fut` with `rid` as the request id in scope, inside a tracing span `req{rid=…}`; with
+/// none in scope when `rid` is empty or not [valid](is_valid_request_id).
+pub async fn with_request_id<F: Future>(rid: &str, fut: F) -> F::Output {
+    if !is_valid_request_id(rid) {
+        return REQUEST_ID.scope(None, fut).await;
+    }
+    let span = tracing::info_span!("req", rid = %rid);
+    REQUEST_ID
+        .scope(Some(Arc::from(rid)), fut.instrument(span))
+        .await
 }
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, Error>> + Send>>;
@@ -102,11 +155,13 @@ impl Bus {
             async move {
                 let env: Envelope<'_, M> = serde_json::from_slice(&bytes)
                     .map_err(|e| Error::Codec(key.clone(), e.to_string()))?;
-                let response = handler(env.mqbody).await;
+                let rid = env.mqrid.unwrap_or_default();
+                let response = with_request_id(&rid, handler(env.mqbody)).await;
                 let reply = Envelope {
                     mqkey: &key,
                     mqtype: "cast",
                     mqbody: response,
+                    mqrid: None,
                 };
                 serde_json::to_vec(&reply).map_err(|e| Error::Codec(key, e.to_string()))
             }
@@ -144,6 +199,7 @@ impl Bus {
             mqkey: &mqkey,
             mqtype,
             mqbody: msg,
+            mqrid: request_id().map(|r| r.to_string()),
         })
         .map_err(|e| Error::Codec(key.to_owned(), e.to_string()))
     }
@@ -153,6 +209,7 @@ impl Bus {
     /// The handler keeps running if the caller gives up, as it would behind a broker.
     pub async fn call<M: Message>(&self, msg: M, deadline: Duration) -> Result<M::Response, Error> {
         let (key, route) = self.route::<M>()?;
+        let _timer = elves_telemetry::bus_call(&key);
         let bytes = self.encode(&key, "call", &msg)?;
         let (tx, rx) = oneshot::channel();
         let work = async move {
@@ -251,6 +308,59 @@ mod tests {
         bus.serve(|_: Slow| async { tokio::time::sleep(Duration::from_secs(60)).await });
         let got = bus.call(Slow, Duration::from_millis(100)).await;
         assert!(matches!(got, Err(Error::Deadline(..))), "{got:?}");
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct WhoAsks;
+    impl Message for WhoAsks {
+        const MODULE: &'static str = "inner";
+        const ACTION: &'static str = "whoAsks";
+        type Response = Option<String>;
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Relay;
+    impl Message for Relay {
+        const MODULE: &'static str = "outer";
+        const ACTION: &'static str = "relay";
+        /// (the id the relay saw, the id the module it called saw)
+        type Response = (Option<String>, Option<String>);
+    }
+
+    #[tokio::test]
+    async fn a_request_id_follows_a_message_through_handlers_and_their_own_calls() {
+        let bus = Bus::memory();
+        bus.for_module("inner")
+            .serve(|_: WhoAsks| async { request_id().map(|r| r.to_string()) });
+        let inner = bus.for_module("outer");
+        bus.for_module("outer").serve(move |_: Relay| {
+            let inner = inner.clone();
+            async move {
+                let mine = request_id().map(|r| r.to_string());
+                let theirs = inner.call(WhoAsks, Duration::from_secs(1)).await.unwrap();
+                (mine, theirs)
+            }
+        });
+        let api = bus.for_module("openapi");
+        let cases: &[(&str, Option<&str>)] = &[
+            ("0123456789ABCDEF", Some("0123456789ABCDEF")),
+            ("client-id_1.2", Some("client-id_1.2")),
+            ("", None),
+            ("has space", None),
+            ("new\nline", None),
+            (&"x".repeat(MAX_REQUEST_ID + 1), None),
+        ];
+        for (rid, want) in cases {
+            let got = with_request_id(rid, api.call(Relay, Duration::from_secs(1)))
+                .await
+                .unwrap();
+            let want = want.map(str::to_owned);
+            assert_eq!(got.0, want, "seen by the handler for {rid:?}");
+            assert_eq!(got.1, want, "seen one hop further for {rid:?}");
+        }
+        // Without a scope there is none.
+        let got = api.call(Relay, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(got, (None, None));
     }
 
     #[tokio::test]

@@ -1,14 +1,16 @@
 //! The center: which modules run is configuration.
 //!
 //! [`Center::start`] opens the store, creates the bus, starts every module this process is
-//! configured to run, binds the HTTP listener (v2 API, `/healthz`) and the agents' listener,
-//! and returns once both accept connections. [`Center::wait`] runs until cancelled.
+//! configured to run, binds the HTTP listener (v2 API, `/healthz`, `/readyz`, `/metrics`) and
+//! the agents' listener, and returns once both accept connections. [`Center::wait`] runs until
+//! cancelled.
+
+mod probes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::Router;
 use elves_bus::Bus;
 use elves_config::CenterConfig;
 use elves_sign::{Policy, SignType};
@@ -151,7 +153,8 @@ impl Center {
         let c = cancel.clone();
         tasks.spawn(async move { gateway.run(c).await.context("gateway") });
 
-        let mut app = Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
+        let ready = probes::Ready::default();
+        let mut app = probes::router(store.clone(), ready.clone(), cfg.modules.queue);
         if supervisor_mode && cfg.modules.supervisor {
             let packages = elves_store::PackageStore::open(&cfg.supervisor.packages_dir)
                 .with_context(|| {
@@ -200,6 +203,7 @@ impl Center {
                 .await
                 .context("http server")
         });
+        ready.set();
         tracing::info!(api = %api_addr, agents = %agents_addr, "center started");
         Ok(Center {
             api_addr,

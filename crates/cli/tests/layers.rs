@@ -23,6 +23,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("elves-bus", 1),
     ("elves-store", 1),
     ("elves-config", 1),
+    ("elves-telemetry", 1),
     ("elves-gateway", 2),
     ("elves-scheduler", 2),
     ("elves-queue", 2),

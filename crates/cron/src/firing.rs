@@ -317,6 +317,7 @@ pub async fn run<L: Ledger>(
                         let Some(run_id) = Id::parse(&rec.run_id) else {
                             continue;
                         };
+                        elves_telemetry::cron_fire_lag_ms(clock.now_ms() - rec.fire_at_ms);
                         dispatch(Dispatch {
                             run_id,
                             at_ms: rec.fire_at_ms,

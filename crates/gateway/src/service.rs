@@ -168,6 +168,7 @@ impl State {
                     proxy: ins.proxy.clone(),
                 }),
                 sync: d.sync,
+                request_id: elves_bus::request_id_or_empty(),
             })),
         };
         let waiter = d
@@ -534,6 +535,9 @@ impl AgentLink for Handler {
         };
         let _ = tx.try_send(welcome);
         let (conn, replaced) = s.links.attach(&ip, tx.clone());
+        if !replaced {
+            elves_telemetry::agent_link(true);
+        }
         tracing::info!(%ip, asset = %hello.asset, version = %hello.version, replaced, "agent linked");
         {
             let (s, ip) = (s.clone(), ip.clone());
@@ -556,7 +560,8 @@ impl AgentLink for Handler {
                     Some(agent_message::Body::Result(r)) => {
                         // Handed over concurrently: a slow module must not hold up the link.
                         let (s, ip, tx) = (s.clone(), ip.clone(), tx.clone());
-                        tokio::spawn(async move {
+                        let rid = r.request_id.clone();
+                        tokio::spawn(elves_bus::with_request_id_owned(rid, async move {
                             let run_id = r.run_id.clone();
                             if s.on_result(&ip, r).await {
                                 let ack = Ack { run_id };
@@ -565,7 +570,7 @@ impl AgentLink for Handler {
                                 };
                                 let _ = tx.try_send(ack);
                             }
-                        });
+                        }));
                     }
                     Some(agent_message::Body::Cancelled(c)) => {
                         if let Some(run_id) = Id::parse(&c.run_id) {
@@ -582,6 +587,7 @@ impl AgentLink for Handler {
                 }
             }
             if s.links.detach(&ip, conn) {
+                elves_telemetry::agent_link(false);
                 if let Err(e) = s.store.set_agent_connection(&ip, "").await {
                     tracing::warn!(%ip, error = %e, "could not record the agent's disconnection");
                 }

@@ -10,6 +10,11 @@
 //! repeated parameters (401.5), nonce (401.9), module switches (402.x), the route's own
 //! parameters in its documented order (403.x), permissions (401.6), then the business call
 //! over the bus.
+//!
+//! Every v2 request gets a request id — the caller's `X-Request-Id` when it is a valid one
+//! (`elves_bus::is_valid_request_id`), else a fresh [`elves_types::Id`] — sent back in the
+//! `X-Request-Id` response header and carried by every bus message the request causes (and from
+//! there to the agent), and is counted in the metrics by route and outcome.
 
 mod access;
 mod cron;
@@ -129,14 +134,43 @@ async fn params_of(req: Request) -> Result<(String, Params), ApiError> {
     Ok((path, params))
 }
 
+/// The response header (and accepted request header) carrying the request id.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
 async fn v2(State(app): State<Arc<AppState>>, req: Request<Body>) -> Response {
+    let started = std::time::Instant::now();
+    let rid = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| elves_bus::is_valid_request_id(v))
+        .map(str::to_owned)
+        .unwrap_or_else(|| elves_types::Id::random().to_string());
+    let (label, code, mut resp) = elves_bus::with_request_id(&rid, v2_inner(app, req)).await;
+    elves_telemetry::api_request(label, code, started);
+    if let Ok(v) = HeaderValue::from_str(&rid) {
+        resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    resp
+}
+
+/// The request's answer with its metric labels: the route (`other` when unknown) and the
+/// outcome (`0`, or the error code).
+async fn v2_inner(
+    app: Arc<AppState>,
+    req: Request<Body>,
+) -> (&'static str, &'static str, Response) {
     if req.method() != Method::GET && req.method() != Method::POST {
         let env = Envelope {
             flag: "false".into(),
             error: "method not allowed: use GET or POST".into(),
             result: None,
         };
-        return envelope(StatusCode::METHOD_NOT_ALLOWED, &env);
+        return (
+            "other",
+            "405",
+            envelope(StatusCode::METHOD_NOT_ALLOWED, &env),
+        );
     }
     let route = req
         .uri()
@@ -144,16 +178,24 @@ async fn v2(State(app): State<Arc<AppState>>, req: Request<Body>) -> Response {
         .strip_prefix("/api/v2/")
         .unwrap_or_default();
     let Some(route) = routes::Route::parse(route) else {
-        return not_found().await;
+        return ("other", "404", not_found().await);
     };
     let result = match params_of(req).await {
         Ok((path, params)) => handle(&app, route, &path, &params).await,
         Err(e) => Err(e),
     };
-    if let Err(e) = &result {
-        tracing::debug!(route = ?route, error = %e, "v2 request refused");
-    }
-    envelope(StatusCode::OK, &Envelope::from(result))
+    let code = match &result {
+        Ok(_) => "0",
+        Err(e) => {
+            tracing::debug!(route = ?route, error = %e, "v2 request refused");
+            e.code.code()
+        }
+    };
+    (
+        route.label(),
+        code,
+        envelope(StatusCode::OK, &Envelope::from(result)),
+    )
 }
 
 async fn handle(

@@ -50,6 +50,39 @@ impl Route {
         None
     }
 
+    /// The route's full name (`queue/addtask`), for metric labels.
+    pub fn label(self) -> &'static str {
+        const ALL: &[&str] = &[
+            "queue/create",
+            "queue/addtask",
+            "queue/commit",
+            "queue/stop",
+            "queue/result",
+            "queue/qksqueue",
+            "cron/add",
+            "cron/start",
+            "cron/stop",
+            "cron/delete",
+            "cron/detail",
+            "cron/info",
+            "cron/list",
+            "info/app",
+            "info/apps",
+            "info/agents",
+            "info/agents/detail",
+        ];
+        let (group, name) = match self {
+            Route::RtExec => return "rt/exec",
+            Route::Queue(n) => ("queue/", n),
+            Route::Cron(n) => ("cron/", n),
+            Route::Info(n) => ("info/", n),
+        };
+        ALL.iter()
+            .find(|l| l.strip_prefix(group) == Some(name))
+            .copied()
+            .unwrap_or("other")
+    }
+
     /// §5: a route whose module is off answers 402.x.
     pub fn check_module(self, m: &Modules) -> Result<(), ErrorCode> {
         match self {

@@ -916,3 +916,75 @@ mod supervisor_mode {
         assert_eq!(v["result"], json!(["bound-to-apptest"]));
     }
 }
+
+/// The request id: the caller's when valid, else a fresh one; echoed in `X-Request-Id` and in
+/// scope for the modules the request reaches over the bus.
+#[tokio::test]
+async fn request_ids_are_echoed_and_reach_the_scheduler() {
+    let bus = Bus::memory();
+    bus.for_module("scheduler").serve(|_: SyncJob| async move {
+        Ok(RtResult {
+            id: Id::parse("00000000000000AA").unwrap(),
+            worker_flag: 1,
+            worker_message: elves_bus::request_id()
+                .map(|r| r.to_string())
+                .unwrap_or_default(),
+            worker_costtime: 0,
+        })
+    });
+    let opts = Options {
+        auth: AuthMode::Simple {
+            auth_id: ID.into(),
+            key: KEY.into(),
+        },
+        policy: Policy::default(),
+        modules: Modules::default(),
+    };
+    let router = router(opts, &bus, Arc::new(ManualClock::new(NOW * 1000)));
+    // (X-Request-Id sent, the id expected back; None = a fresh 16-hex id)
+    let cases: &[(Option<&str>, Option<&str>)] = &[
+        (None, None),
+        (Some("trace-42.a_b"), Some("trace-42.a_b")),
+        (Some("bad id with spaces"), None),
+        (Some(""), None),
+    ];
+    for (i, (sent, want)) in cases.iter().enumerate() {
+        let nonce = format!("n{i}");
+        let uri = format!(
+            "/api/v2/rt/exec?{}",
+            signed_query(
+                "/api/v2/rt/exec",
+                &[("ip", "10.0.0.1"), ("app", "a"), ("func", "f")],
+                ID,
+                KEY,
+                SignType::Md5,
+                NOW,
+                Some(&nonce)
+            )
+        );
+        let mut req = Request::builder().method("GET").uri(uri);
+        if let Some(s) = sent {
+            req = req.header(REQUEST_ID_HEADER, *s);
+        }
+        let resp = router
+            .clone()
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let echoed = resp.headers()[REQUEST_ID_HEADER]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        match want {
+            Some(w) => assert_eq!(echoed, *w, "case {sent:?}"),
+            None => assert!(Id::parse(&echoed).is_some(), "case {sent:?}: {echoed:?}"),
+        }
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["flag"], "true", "case {sent:?}: {v}");
+        assert_eq!(
+            v["result"]["worker_message"], echoed,
+            "case {sent:?}: the scheduler saw the same id"
+        );
+    }
+}

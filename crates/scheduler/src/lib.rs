@@ -100,6 +100,7 @@ impl Service {
 
 /// Delivers an asynchronous run; a delivery failure goes straight back to its module.
 async fn async_job(bus: &Bus, m: AsyncJob) {
+    let _timer = elves_telemetry::dispatch("async");
     let kind = m.instruct.kind.clone();
     let (run_id, id, redelivery) = (m.run_id, m.instruct.id, m.redelivery);
     let failure = match bus
@@ -157,6 +158,7 @@ async fn hand_back(bus: &Bus, kind: &str, done: Done) -> Result<(), ApiError> {
 }
 
 async fn sync_job(bus: &Bus, m: SyncJob) -> Result<RtResult, ApiError> {
+    let _timer = elves_telemetry::dispatch("rt");
     let job = m.job;
     let id = Id::random();
     let timeout = job.timeout;

@@ -74,6 +74,7 @@ fn agent_from_row(row: AgentRow) -> Result<AgentRecord, Error> {
 impl Store {
     /// The credential `ip` is pinned to, if any.
     pub async fn credential(&self, ip: &str) -> Result<Option<Credential>, Error> {
+        let _t = elves_telemetry::store_op("agent_credential");
         let row: Option<(String, String, String, i64)> = sqlx::query_as(
             "SELECT ip, secret_sha256, asset, enrolled_at_ms FROM agent_credentials WHERE ip = ?",
         )
@@ -134,6 +135,7 @@ impl Store {
         r: &AgentRecord,
         errors: &BTreeMap<String, String>,
     ) -> Result<(), Error> {
+        let _t = elves_telemetry::store_op("agent_record");
         let apps = if errors.is_empty() {
             serde_json::to_string(&r.apps)
         } else {
@@ -184,6 +186,7 @@ impl Store {
 
     /// The record of the agent at `ip`, if any.
     pub async fn agent(&self, ip: &str) -> Result<Option<AgentRecord>, Error> {
+        let _t = elves_telemetry::store_op("agent_load");
         let row: Option<AgentRow> = sqlx::query_as(
             "SELECT ip, asset, version, apps, connected_to, last_heartbeat_ms, first_seen_ms
              FROM agents WHERE ip = ?",
@@ -212,6 +215,7 @@ impl Store {
     /// Every agent record, ordered by ip as text (byte order, so `10.0.0.10` sorts before
     /// `10.0.0.2`, as it does for Rust strings).
     pub async fn agents(&self) -> Result<Vec<AgentRecord>, Error> {
+        let _t = elves_telemetry::store_op("agents_list");
         let rows: Vec<AgentRow> = sqlx::query_as(
             "SELECT ip, asset, version, apps, connected_to, last_heartbeat_ms, first_seen_ms
              FROM agents ORDER BY ip",

@@ -240,6 +240,7 @@ impl Store {
 
     /// Every started cron, by id.
     pub async fn started_crons(&self) -> Result<Vec<CronRow>, Error> {
+        let _t = elves_telemetry::store_op("cron_started");
         let what = "cannot list started crons";
         let rows = sqlx::query(concat!(
             "SELECT ",
@@ -372,6 +373,7 @@ impl Store {
         now_ms: i64,
         fires: &[NewCronFire],
     ) -> Result<Option<Vec<bool>>, Error> {
+        let _t = elves_telemetry::store_op("cron_record_fires");
         let what = "cannot record cron fires";
         let mut tx = crate::sqlite::begin_immediate(&self.pool)
             .await

@@ -46,6 +46,7 @@
 mod agents;
 mod cron;
 mod dialect;
+mod health;
 mod migrate;
 mod packages;
 mod queue;

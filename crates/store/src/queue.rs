@@ -134,6 +134,7 @@ impl Store {
     /// Creates a queue row (its tasks come with [`Store::save_queue`]). The version is stored
     /// as given. Fails with [`Error::Conflict`] when a queue with that id exists.
     pub async fn create_queue(&self, q: &QueueRow) -> Result<(), Error> {
+        let _t = elves_telemetry::store_op("queue_create");
         // One statement: the primary key decides the race.
         let done = sqlx::query(concat!(
             "INSERT INTO queues (",
@@ -160,6 +161,7 @@ impl Store {
     /// The queue with this id and its tasks ordered by `seq`, read from one snapshot; `None`
     /// when there is no such queue.
     pub async fn queue(&self, id: &str) -> Result<Option<(QueueRow, Vec<TaskRow>)>, Error> {
+        let _t = elves_telemetry::store_op("queue_load");
         let what = "cannot read a queue";
         // A (deferred) read transaction: the queue and its tasks come from the same snapshot.
         let mut tx = self.pool.begin().await.map_err(|e| Error::db(what, e))?;
@@ -209,6 +211,7 @@ impl Store {
         tasks: &[TaskRow],
         expected_version: i64,
     ) -> Result<bool, Error> {
+        let _t = elves_telemetry::store_op("queue_save");
         if let Some(t) = tasks.iter().find(|t| t.queue_id != q.id) {
             return Err(Error::conflict(&format!(
                 "task {} belongs to queue {}, not to queue {}",
@@ -344,6 +347,7 @@ impl Store {
 
     /// The id of the queue owning a task with this run id (for routing results), or `None`.
     pub async fn queue_of_run(&self, run_id: &str) -> Result<Option<String>, Error> {
+        let _t = elves_telemetry::store_op("queue_of_run");
         sqlx::query_scalar("SELECT queue_id FROM queue_tasks WHERE run_id = ?")
             .bind(run_id)
             .fetch_optional(&self.pool)

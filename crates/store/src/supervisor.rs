@@ -902,6 +902,7 @@ impl Store {
 
     /// The apps `ip` is bound to, sorted by name (what the agent at `ip` should have installed).
     pub async fn apps_bound_to(&self, ip: &str) -> Result<Vec<String>, Error> {
+        let _t = elves_telemetry::store_op("apps_bound_to");
         sqlx::query_scalar("SELECT app FROM app_bindings WHERE ip = ? ORDER BY app")
             .bind(ip)
             .fetch_all(&self.pool)
@@ -987,6 +988,7 @@ impl Store {
 
     /// The key with this `auth_id`, if any, whether usable or not.
     pub async fn key(&self, auth_id: &Id) -> Result<Option<ApiKey>, Error> {
+        let _t = elves_telemetry::store_op("key_load");
         let row: Option<KeyRow> = sqlx::query_as(concat!(
             "SELECT ",
             key_columns!(),

@@ -108,6 +108,10 @@ pub struct RunJob {
     pub ins: ::core::option::Option<Instruct>,
     #[prost(bool, tag = "3")]
     pub sync: bool,
+    /// The id of the API request that caused the run (empty when none, e.g. a cron fire or an
+    /// older center): logged by the agent with the run and sent back in its JobResult.
+    #[prost(string, tag = "4")]
+    pub request_id: ::prost::alloc::string::String,
 }
 /// The result of a run. Asynchronous results are spooled on the agent's disk until the center
 /// acknowledges them (Ack) and are sent again after a reconnect; the center de-duplicates them
@@ -126,6 +130,9 @@ pub struct JobResult {
     pub result: ::prost::alloc::string::String,
     #[prost(bool, tag = "6")]
     pub sync: bool,
+    /// The RunJob's request_id (empty when none or when the result was replayed from the spool).
+    #[prost(string, tag = "7")]
+    pub request_id: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct CenterMessage {
