@@ -1,5 +1,6 @@
 // The browser test runner: launches the system's Chromium through playwright-core and runs
-// every `*.spec.mjs` of this folder (or those named as arguments) against a running center.
+// every `*.spec.mjs` of this folder (or those named as arguments) against ELVES_URL (a center,
+// or an agent's dashboard).
 //
 // Each spec exports `default async function (t)` with t = { page, context, baseURL, env, outDir,
 // check(cond, msg) }. Environment: ELVES_URL (the center), ELVES_BROWSER_OUT (where screenshots

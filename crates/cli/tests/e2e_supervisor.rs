@@ -113,6 +113,32 @@ fn an_app_key_runs_only_its_app_on_its_bound_agents() {
     let detail = call(&api, &id, &secret, "info/agents/detail", &[("ip", IP_A)]);
     assert_eq!(detail["result"]["ip"], IP_A, "{detail}");
     assert_eq!(detail["result"]["asset"], "agent-a", "{detail}");
+    assert!(detail["result"].get("cron_list").is_none(), "{detail}");
+    let cron = call(
+        &api,
+        &id,
+        &secret,
+        "cron/add",
+        &[
+            ("ip", IP_A),
+            ("app", SUP_APP),
+            ("func", "version"),
+            ("rule", "0 0 0 1 1 ? 2099"),
+        ],
+    );
+    assert_eq!(cron["flag"], "true", "{cron}");
+    let with_crons = call(
+        &api,
+        &id,
+        &secret,
+        "info/agents/detail",
+        &[("ip", IP_A), ("showcron", "true")],
+    );
+    assert_eq!(
+        with_crons["result"]["cron_list"],
+        json!([cron["result"]["id"]]),
+        "{with_crons}"
+    );
     refused(
         &call(&api, &id, &secret, "info/agents/detail", &[("ip", IP_B)]),
         DENIED.0,

@@ -185,7 +185,21 @@ async fn info(action: &str, params: &Params, ctx: &Ctx<'_>) -> Result<Option<Val
                 return Err(ErrorCode::CronDisabled.into());
             }
             ctx.permit(None, Some(ip), Owned::Nothing).await?;
-            let v = call(ctx.bus, AgentInfo { ip: ip.to_owned() }).await?;
+            let mut v = call(ctx.bus, AgentInfo { ip: ip.to_owned() }).await?;
+            if showcron {
+                // The caller's app's crons on that agent (§4: a key sees its own app only).
+                let crons = call(
+                    ctx.bus,
+                    elves_rpc::cron::CronList {
+                        app: Some(app),
+                        ip: Some(ip.to_owned()),
+                    },
+                )
+                .await?;
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("cron_list".into(), json!(crons));
+                }
+            }
             Ok(Some(v))
         }
         _ => Err(ApiError::internal("unknown info route")),
