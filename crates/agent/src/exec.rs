@@ -479,15 +479,7 @@ impl Executor {
     /// most [`PIPE_DRAIN`]. Processes the worker leaves behind after a normal exit are not
     /// killed; on timeout, cancellation or output over the cap the whole group is killed.
     pub async fn run(&self, job: &Job, installed: bool, cancel: CancellationToken) -> Outcome {
-        if !installed {
-            return Outcome::fail(format!("app [{}] not install !", job.app), 0);
-        }
-        let (mut cmd, program) = match self.command(job) {
-            Ok(c) => c,
-            Err(o) => return o,
-        };
-        // Waits for a slot under the worker caps; the time limit starts at the spawn.
-        let _permit = match self.permit(job, &cancel).await {
+        let (mut cmd, program, _permit) = match self.prepare(job, installed, &cancel).await {
             Ok(p) => p,
             Err(o) => return o,
         };
@@ -558,20 +550,28 @@ impl Executor {
         Ok((cmd, entry.program))
     }
 
-    /// A slot under the worker caps ([`crate::limits`]), waited for until `cancel`.
-    async fn permit(
+    /// The worker's command and program, once the app is known to be installed and a slot
+    /// under the worker caps ([`crate::limits`]) is free (waited for until `cancel`; the
+    /// time limit starts at the spawn, not here).
+    async fn prepare(
         &self,
         job: &Job,
+        installed: bool,
         cancel: &CancellationToken,
-    ) -> Result<Option<crate::limits::Permit>, Outcome> {
-        match &self.limiter {
-            Some(l) => l
-                .acquire(&job.app, cancel)
-                .await
-                .map(Some)
-                .map_err(|msg| Outcome::fail(msg, 0)),
-            None => Ok(None),
+    ) -> Result<(Command, PathBuf, Option<crate::limits::Permit>), Outcome> {
+        if !installed {
+            return Err(Outcome::fail(format!("app [{}] not install !", job.app), 0));
         }
+        let (cmd, program) = self.command(job)?;
+        let permit = match &self.limiter {
+            Some(l) => Some(
+                l.acquire(&job.app, cancel)
+                    .await
+                    .map_err(|msg| Outcome::fail(msg, 0))?,
+            ),
+            None => None,
+        };
+        Ok((cmd, program, permit))
     }
 
     /// Runs one worker for an asynchronous `job` with its stdout and stderr in `files`
@@ -590,15 +590,7 @@ impl Executor {
         cancel: CancellationToken,
         started: impl FnOnce(i32),
     ) -> Outcome {
-        if !installed {
-            return Outcome::fail(format!("app [{}] not install !", job.app), 0);
-        }
-        let (mut cmd, program) = match self.command(job) {
-            Ok(c) => c,
-            Err(o) => return o,
-        };
-        // Waits for a slot under the worker caps; the time limit starts at the spawn.
-        let _permit = match self.permit(job, &cancel).await {
+        let (mut cmd, program, _permit) = match self.prepare(job, installed, &cancel).await {
             Ok(p) => p,
             Err(o) => return o,
         };
