@@ -6,9 +6,8 @@
 //! bound to its local agent `127.0.0.1`, API key in `DIR/api-key.toml`) on free ports in a
 //! temporary directory.
 
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,7 +16,7 @@ use clap::Args;
 use elves_bench::{Summary, TABLE_HEAD, row};
 use elves_sign::{SignType, signed_query};
 
-use crate::harness::{ENV_ALLOWLIST, Machine, free_port, loadavg};
+use crate::harness::{Machine, free_port, loadavg};
 use crate::load::{self, Conn, cpu_time};
 
 const PATH: &str = "/api/v2/info/agents/detail";
@@ -76,27 +75,10 @@ fn start_up(elves: &std::path::Path, api: &str, agents: &str) -> anyhow::Result<
         .tempdir()?;
     let data = dir.path().join("data");
     let err = std::fs::File::create(dir.path().join("up.stderr"))?;
-    let mut cmd = Command::new(elves);
+    let mut cmd = crate::harness::elves_command(elves, err, "warn");
     cmd.args(["--log-format", "json", "up", "--data"])
         .arg(&data)
-        .args(["--listen", api, "--agents-listen", agents])
-        .env_clear()
-        .env("ELVES_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(err);
-    for v in ENV_ALLOWLIST {
-        if let Some(val) = std::env::var_os(v) {
-            cmd.env(v, val);
-        }
-    }
-    // SAFETY: prctl is async-signal-safe; the closure allocates nothing.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                .map_err(std::io::Error::from)
-        });
-    }
+        .args(["--listen", api, "--agents-listen", agents]);
     let child = cmd
         .spawn()
         .with_context(|| format!("starting {} up", elves.display()))?;

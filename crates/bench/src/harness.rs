@@ -237,30 +237,11 @@ impl Role {
         log_filter: &str,
     ) -> anyhow::Result<Role> {
         let stderr = dir.join(format!("{label}.stderr"));
-        let err = std::fs::File::create(&stderr)?;
-        let mut cmd = Command::new(elves);
+        let mut cmd = elves_command(elves, std::fs::File::create(&stderr)?, log_filter);
         cmd.args(["--log-format", "json", role, "--config"])
             .arg(config)
             .current_dir(dir)
-            .env_clear()
-            .env("ELVES_LOG", log_filter)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(err);
-        // The same allow-listed variables the bench's own spawns pass to the worker.
-        for v in ENV_ALLOWLIST {
-            if let Some(val) = std::env::var_os(v) {
-                cmd.env(v, val);
-            }
-        }
-        // SAFETY: prctl is async-signal-safe; the closure allocates nothing.
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                    .map_err(std::io::Error::from)
-            });
-        }
+            .env("NO_COLOR", "1");
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {} {role}", elves.display()))?;
@@ -693,4 +674,29 @@ pub fn bare_std_parallel(
         anyhow::Ok(())
     })?;
     Ok(t0.elapsed())
+}
+
+/// A command for the `elves` binary at `elves`: empty environment but for the allow-listed
+/// variables the bench's own spawns pass to the worker and `ELVES_LOG=log_filter`, no stdin or
+/// stdout, stderr to `stderr`, killed when the bench dies.
+pub fn elves_command(elves: &Path, stderr: std::fs::File, log_filter: &str) -> Command {
+    let mut cmd = Command::new(elves);
+    cmd.env_clear()
+        .env("ELVES_LOG", log_filter)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    for v in ENV_ALLOWLIST {
+        if let Some(val) = std::env::var_os(v) {
+            cmd.env(v, val);
+        }
+    }
+    // SAFETY: prctl is async-signal-safe; the closure allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)
+        });
+    }
+    cmd
 }
