@@ -139,7 +139,8 @@ impl Bus {
         format!("{}.{}", M::MODULE, M::ACTION)
     }
 
-    /// Offers message `M`: `handler` answers every call and cast of it.
+    /// Offers message `M`: `handler` answers every call and cast of it. For a module whose
+    /// handlers are async methods of one shared state, see [`serve_methods!`].
     pub fn serve<M, F, Fut>(&self, handler: F)
     where
         M: Message,
@@ -243,6 +244,22 @@ impl Bus {
         });
         Ok(())
     }
+}
+
+/// Serves each message type with an async method of a module's shared state:
+/// `serve_methods!(bus, state; AddCron => add, CronList => list)` offers every `$msg` on
+/// `bus`, answered by `state.$method(msg).await` on a clone of `state` (an `Arc`).
+#[macro_export]
+macro_rules! serve_methods {
+    ($bus:expr, $state:expr; $($msg:ty => $method:ident),+ $(,)?) => {{
+        $(
+            let me = ::std::sync::Arc::clone(&$state);
+            $bus.serve(move |m: $msg| {
+                let me = ::std::sync::Arc::clone(&me);
+                async move { me.$method(m).await }
+            });
+        )+
+    }};
 }
 
 #[cfg(test)]

@@ -177,21 +177,14 @@ impl Service {
             commands: tx,
             results,
         });
-        macro_rules! serve {
-            ($msg:ty, $method:ident) => {{
-                let me = inner.clone();
-                inner.bus.serve(move |m: $msg| {
-                    let me = me.clone();
-                    async move { me.$method(m).await }
-                });
-            }};
-        }
-        serve!(AddCron, add);
-        serve!(OperateCron, operate);
-        serve!(CronDetail, detail);
-        serve!(CronList, list);
-        serve!(CronOwner, owner);
-        serve!(CronResult, on_done);
+        elves_bus::serve_methods!(inner.bus, inner;
+            AddCron => add,
+            OperateCron => operate,
+            CronDetail => detail,
+            CronList => list,
+            CronOwner => owner,
+            CronResult => on_done,
+        );
 
         let o = &inner.opts;
         let fopts = FiringOptions {

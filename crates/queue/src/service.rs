@@ -243,23 +243,16 @@ impl Service {
             slots: Mutex::new(HashMap::new()),
             runs: Mutex::new(HashMap::new()),
         });
-        macro_rules! serve {
-            ($msg:ty, $method:ident) => {{
-                let me = inner.clone();
-                inner.bus.serve(move |m: $msg| {
-                    let me = me.clone();
-                    async move { me.$method(m).await }
-                });
-            }};
-        }
-        serve!(CreateQueue, create);
-        serve!(AddTask, add_task);
-        serve!(CommitQueue, commit);
-        serve!(StopQueue, stop);
-        serve!(QueueResult, result);
-        serve!(QueueOwner, owner);
-        serve!(TaskDone, on_done);
-        serve!(AgentLinked, on_agent_linked);
+        elves_bus::serve_methods!(inner.bus, inner;
+            CreateQueue => create,
+            AddTask => add_task,
+            CommitQueue => commit,
+            StopQueue => stop,
+            QueueResult => result,
+            QueueOwner => owner,
+            TaskDone => on_done,
+            AgentLinked => on_agent_linked,
+        );
         let me = inner.clone();
         tokio::spawn(async move { me.maintain(cancel).await });
         Service { inner }

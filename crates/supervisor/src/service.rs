@@ -60,19 +60,12 @@ impl Service {
             sync_limits: opts.bind_sync_limits,
         });
         let bus = bus.for_module(elves_rpc::module::SUPERVISOR);
-        macro_rules! serve {
-            ($msg:ty, $method:ident) => {{
-                let me = inner.clone();
-                bus.serve(move |m: $msg| {
-                    let me = me.clone();
-                    async move { me.$method(m).await }
-                });
-            }};
-        }
-        serve!(GetKey, get_key);
-        serve!(AccessFacts, access_facts);
-        serve!(AppInfo, app_info);
-        serve!(AgentList, agent_list);
+        elves_bus::serve_methods!(bus, inner;
+            GetKey => get_key,
+            AccessFacts => access_facts,
+            AppInfo => app_info,
+            AgentList => agent_list,
+        );
         {
             // After a change of what agents should run, the gateway pushes it within a second.
             let (me, b) = (inner.clone(), bus.clone());
