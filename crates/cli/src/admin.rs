@@ -44,6 +44,11 @@ enum AdminCmd {
         #[command(subcommand)]
         cmd: UserCmd,
     },
+    /// Agents: registry records and enrollment credentials.
+    Agent {
+        #[command(subcommand)]
+        cmd: AgentCmd,
+    },
     /// The audit log, newest first.
     Audit {
         #[arg(long, default_value_t = 50)]
@@ -138,6 +143,14 @@ enum UserCmd {
     List,
     /// Deletes a user.
     Rm { email: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum AgentCmd {
+    /// Lists the agents the center knows (registry records and pinned credentials).
+    List,
+    /// Releases the credential pinned to IP, so that a reinstalled host can enroll again.
+    Release { ip: String },
 }
 
 /// Runs one `elves admin` command.
@@ -349,6 +362,18 @@ fn run_inner(args: AdminArgs) -> anyhow::Result<()> {
             UserCmd::Rm { email } => {
                 let v = api.send("DELETE", &format!("/users/{}", seg(&email)), None)?;
                 out(&v, &|_| println!("user {email} deleted"));
+            }
+        },
+        AdminCmd::Agent { cmd } => match cmd {
+            AgentCmd::List => {
+                let v = api.send("GET", "/agents", None)?;
+                out(&v, &print_agents);
+            }
+            AgentCmd::Release { ip } => {
+                let v = api.send("POST", &format!("/agents/{}/release", seg(&ip)), None)?;
+                out(&v, &|_| {
+                    println!("agent {ip} released: the next enrollment under this ip is pinned")
+                });
             }
         },
         AdminCmd::Audit { limit, before } => {
@@ -567,6 +592,44 @@ fn print_users(v: &Value) {
         })
         .collect();
     print_table(&["EMAIL", "ROLE", "LAST LOGIN", "CREATED"], rows);
+}
+
+fn print_agents(v: &Value) {
+    let rows = rows(v)
+        .iter()
+        .map(|r| {
+            let apps = r["apps"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(a, v)| format!("{a}={}", s(v)))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default();
+            vec![
+                s(&r["ip"]),
+                s(&r["asset"]),
+                s(&r["version"]),
+                if r["linked"] == true { "yes" } else { "no" }.into(),
+                if r["pinned"] == true { "yes" } else { "no" }.into(),
+                when(&r["last_heartbeat_ms"]),
+                apps,
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "IP",
+            "ASSET",
+            "VERSION",
+            "LINKED",
+            "PINNED",
+            "LAST HEARTBEAT",
+            "APPS",
+        ],
+        rows,
+    );
 }
 
 fn print_audit(v: &Value) {

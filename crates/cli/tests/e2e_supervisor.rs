@@ -193,3 +193,71 @@ fn an_app_key_runs_only_its_app_on_its_bound_agents() {
         assert!(actions.contains(&a), "no {a} in {actions:?}");
     }
 }
+
+/// The registry row of `ip` in `elves admin agent list`, if any.
+fn agent_row(c: &SupCenter, ip: &str) -> Option<Value> {
+    let v = c.admin_ok(&["agent", "list"]);
+    v.as_array()?.iter().find(|r| r["ip"] == ip).cloned()
+}
+
+/// A reinstalled host (same ip, a new data directory, so no credential) cannot take over the
+/// ip pinned by the old one; `elves admin agent release IP` lets it enroll and link.
+#[test]
+fn a_reinstalled_host_enrolls_again_only_after_its_ip_is_released() {
+    let mut c = SupCenter::start();
+    c.start_agent("host-old", IP_A);
+    let old = poll(
+        "the agent to enroll and link",
+        Duration::from_secs(20),
+        || agent_row(&c, IP_A).filter(|r| r["pinned"] == true && r["linked"] == true),
+    );
+    assert_eq!(old["asset"], "host-old", "{old}");
+    c.procs.stop("host-old");
+
+    c.start_agent("host-new", IP_A);
+    poll(
+        "the new host's enrollment to be refused",
+        Duration::from_secs(20),
+        || (!log_events(c.procs.get("host-new"), "enrollment refused").is_empty()).then_some(()),
+    );
+    let held = agent_row(&c, IP_A).unwrap();
+    assert_eq!(
+        held["asset"], "host-old",
+        "the refused host changed the record: {held}"
+    );
+
+    // (args, the error's status) for refusals; nothing changes.
+    for (ip, status) in [("127.0.0.300", "400"), (IP_UNKNOWN, "404")] {
+        let r = c.admin(&["agent", "release", ip], None);
+        assert!(
+            r.as_ref().is_err_and(|e| e.contains(status)),
+            "release {ip}: {r:?}"
+        );
+    }
+    let released = c.admin_ok(&["agent", "release", IP_A]);
+    assert_eq!(released["released"], true, "{released}");
+    let twice = c.admin(&["agent", "release", IP_A], None);
+    assert!(
+        twice.as_ref().is_err_and(|e| e.contains("404")),
+        "{twice:?}"
+    );
+
+    let new = poll(
+        "the new host to enroll and link",
+        Duration::from_secs(45),
+        || {
+            agent_row(&c, IP_A)
+                .filter(|r| r["asset"] == "host-new" && r["pinned"] == true && r["linked"] == true)
+        },
+    );
+    assert_eq!(new["version"], env!("CARGO_PKG_VERSION"), "{new}");
+    let audit = c.admin_ok(&["audit", "--limit", "10"]);
+    let release = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["action"] == "agent.release")
+        .unwrap_or_else(|| panic!("no agent.release in {audit}"));
+    assert_eq!(release["detail"]["ip"], IP_A);
+    assert_eq!(release["actor"], "admin-token");
+}

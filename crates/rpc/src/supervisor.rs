@@ -165,6 +165,13 @@ pub enum AdminCommand {
         limit: u32,
         before_id: Option<i64>,
     },
+    /// Every agent the center knows: its registry record (if it ever said hello) and whether
+    /// an enrollment credential is pinned to its ip.
+    AgentList,
+    /// Forgets the credential pinned to `ip`, so that a reinstalled host can enroll again.
+    AgentRelease {
+        ip: String,
+    },
 }
 
 /// `web → supervisor`: run an administration command as `actor`.

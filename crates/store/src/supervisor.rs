@@ -1309,3 +1309,54 @@ impl Store {
         rows.into_iter().map(audit_from_row).collect()
     }
 }
+
+/// Agent credentials, as an operator sees them (`elves admin agent …`).
+impl Store {
+    /// Every pinned credential, ordered by ip (secrets' hashes included: the caller must not
+    /// show them).
+    pub async fn credentials(&self) -> Result<Vec<crate::Credential>, Error> {
+        let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT ip, secret_sha256, asset, enrolled_at_ms FROM agent_credentials ORDER BY ip",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| Error::db("cannot list agent credentials", e))?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(ip, secret_sha256, asset, enrolled_at_ms)| crate::Credential {
+                    ip,
+                    secret_sha256,
+                    asset,
+                    enrolled_at_ms,
+                },
+            )
+            .collect())
+    }
+
+    /// Releases the credential `ip` is pinned to, so that the next agent to enroll with the
+    /// center's token under that ip gets a new one (a reinstalled host, a lost secret), and
+    /// audits it in the same transaction. [`Error::NotFound`] when `ip` is not pinned.
+    pub async fn release_agent(&self, ip: &str, change: Change<'_>) -> Result<(), Error> {
+        let mut tx = begin(self, "release an agent").await?;
+        let asset: Option<String> =
+            sqlx::query_scalar("DELETE FROM agent_credentials WHERE ip = ? RETURNING asset")
+                .bind(ip)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| Error::db("cannot release an agent credential", e))?;
+        let Some(asset) = asset else {
+            return Err(Error::not_found(&format!(
+                "no agent credential is pinned to {ip}"
+            )));
+        };
+        audit_in(
+            &mut tx,
+            change,
+            "agent.release",
+            &json!({ "ip": ip, "asset": asset }),
+        )
+        .await?;
+        commit(tx, "release an agent").await
+    }
+}

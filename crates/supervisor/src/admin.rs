@@ -310,7 +310,55 @@ pub(crate) async fn run(
             let rows = store.audit(limit, before_id).await.map_err(store_fail)?;
             Ok(rows.iter().map(audit_json).collect())
         }
+        AdminCommand::AgentList => {
+            let records = store.agents().await.map_err(store_fail)?;
+            let pins = store.credentials().await.map_err(store_fail)?;
+            Ok(agents_json(&records, &pins))
+        }
+        AdminCommand::AgentRelease { ip } => {
+            check_ips(std::slice::from_ref(&ip))?;
+            store.release_agent(&ip, change).await.map_err(key_err)?;
+            Ok(json!({ "ip": ip, "released": true }))
+        }
     }
+}
+
+/// One row per ip that has a registry record or a pinned credential, ordered by ip. Never
+/// holds a secret's hash.
+fn agents_json(records: &[elves_store::AgentRecord], pins: &[elves_store::Credential]) -> Value {
+    let mut rows: std::collections::BTreeMap<&str, Value> = std::collections::BTreeMap::new();
+    for r in records {
+        rows.insert(
+            &r.ip,
+            json!({
+                "ip": r.ip,
+                "asset": r.asset,
+                "version": r.version,
+                "apps": r.apps,
+                "linked": !r.connected_to.is_empty(),
+                "last_heartbeat_ms": r.last_heartbeat_ms,
+                "first_seen_ms": r.first_seen_ms,
+                "pinned": false,
+                "enrolled_at_ms": null,
+            }),
+        );
+    }
+    for c in pins {
+        let row = rows.entry(&c.ip).or_insert_with(|| {
+            json!({
+                "ip": c.ip,
+                "asset": c.asset,
+                "version": null,
+                "apps": {},
+                "linked": false,
+                "last_heartbeat_ms": null,
+                "first_seen_ms": null,
+            })
+        });
+        row["pinned"] = json!(true);
+        row["enrolled_at_ms"] = json!(c.enrolled_at_ms);
+    }
+    Value::Array(rows.into_values().collect())
 }
 
 /// Checks a password. A wrong email and a wrong password give the same error after the same
@@ -1302,5 +1350,105 @@ mod tests {
             .await;
         assert_eq!(page.as_array().unwrap().len(), 2);
         assert_eq!(page[0]["id"], rows[1]["id"]);
+    }
+
+    #[tokio::test]
+    async fn agents_are_listed_and_released_without_their_secrets() {
+        let t = T::new().await;
+        let store = &t.inner.store;
+        let pin = |ip: &str, secret: &str| elves_store::Credential {
+            ip: ip.into(),
+            secret_sha256: secret.into(),
+            asset: format!("asset-{ip}"),
+            enrolled_at_ms: NOW - 5,
+        };
+        let secret_a = "a".repeat(64);
+        let secret_b = "b".repeat(64);
+        assert!(
+            store
+                .pin_credential(&pin("10.0.0.1", &secret_a))
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .pin_credential(&pin("10.0.0.2", &secret_b))
+                .await
+                .unwrap()
+        );
+        // 10.0.0.1 said hello; 10.0.0.3 is in the registry without a pin (released before).
+        for ip in ["10.0.0.1", "10.0.0.3"] {
+            let rec = elves_store::AgentRecord {
+                ip: ip.into(),
+                asset: format!("asset-{ip}"),
+                version: "0.1.0".into(),
+                apps: [("demo".to_string(), "1.0".to_string())].into(),
+                connected_to: if ip == "10.0.0.1" {
+                    "gw".into()
+                } else {
+                    String::new()
+                },
+                last_heartbeat_ms: NOW - 1,
+                first_seen_ms: NOW - 9,
+            };
+            store.record_agent(&rec).await.unwrap();
+        }
+        let list = t.ok(C::AgentList).await;
+        let rows: Vec<(&str, bool, bool)> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["ip"].as_str().unwrap(),
+                    r["pinned"].as_bool().unwrap(),
+                    r["linked"].as_bool().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("10.0.0.1", true, true),
+                ("10.0.0.2", true, false),
+                ("10.0.0.3", false, false)
+            ]
+        );
+        assert_eq!(list[0]["apps"]["demo"], "1.0");
+        assert!(!list.to_string().contains(&secret_a) && !list.to_string().contains(&secret_b));
+
+        let cases: Vec<(&str, AdminErrorKind)> = vec![
+            ("10.0.0.3", AdminErrorKind::NotFound),
+            ("10.0.0.9", AdminErrorKind::NotFound),
+            ("not-an-ip", AdminErrorKind::Invalid),
+            ("", AdminErrorKind::Invalid),
+        ];
+        for (ip, kind) in cases {
+            let e = t.err(C::AgentRelease { ip: ip.into() }).await;
+            assert_eq!(e.kind, kind, "release {ip:?}: {e:?}");
+        }
+        let done = t
+            .ok(C::AgentRelease {
+                ip: "10.0.0.1".into(),
+            })
+            .await;
+        assert_eq!(done["released"], true);
+        assert_eq!(store.credential("10.0.0.1").await.unwrap(), None);
+        assert!(store.credential("10.0.0.2").await.unwrap().is_some());
+        let again = t
+            .err(C::AgentRelease {
+                ip: "10.0.0.1".into(),
+            })
+            .await;
+        assert_eq!(again.kind, AdminErrorKind::NotFound);
+        let audit = t
+            .ok(C::Audit {
+                limit: 0,
+                before_id: None,
+            })
+            .await;
+        assert_eq!(audit.as_array().unwrap().len(), 1, "{audit}");
+        assert_eq!(audit[0]["action"], "agent.release");
+        assert_eq!(audit[0]["detail"]["ip"], "10.0.0.1");
     }
 }

@@ -36,6 +36,8 @@
 //! | `GET /admin/api/users` | `UserList` |
 //! | `DELETE /admin/api/users/{email}` | `UserRm` |
 //! | `POST /admin/api/users/{email}/password` `{password}` | `UserPassword` |
+//! | `GET /admin/api/agents` | `AgentList` |
+//! | `POST /admin/api/agents/{ip}/release` | `AgentRelease` |
 //! | `GET /admin/api/audit?limit=&before_id=` | `Audit` |
 
 pub mod ui;
@@ -116,6 +118,8 @@ pub fn admin_router(opts: AdminOptions, bus: &Bus) -> Router {
         .route("/users", post(user_add).get(user_list))
         .route("/users/{email}", axum::routing::delete(user_rm))
         .route("/users/{email}/password", post(user_password))
+        .route("/agents", get(agent_list))
+        .route("/agents/{ip}/release", post(agent_release))
         .route("/audit", get(audit))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_JSON))
@@ -556,4 +560,12 @@ async fn audit(State(st): Shared, q: Result<Query<AuditQuery>, QueryRejection>) 
         before_id: q.before_id,
     };
     command(&st, StatusCode::OK, cmd).await
+}
+
+async fn agent_list(State(st): Shared) -> Response {
+    command(&st, StatusCode::OK, AdminCommand::AgentList).await
+}
+
+async fn agent_release(State(st): Shared, Path(ip): Path<String>) -> Response {
+    command(&st, StatusCode::OK, AdminCommand::AgentRelease { ip }).await
 }

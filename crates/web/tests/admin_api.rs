@@ -18,6 +18,7 @@ const TOKEN: &str = "test-admin-token-0123456789";
 struct T {
     router: Router,
     packages: PackageStore,
+    store: Store,
     _dir: tempfile::TempDir,
 }
 
@@ -32,7 +33,7 @@ async fn start(token: &str) -> T {
         bind_sync_every: None,
         bind_sync_limits: Default::default(),
     };
-    Service::start(opts, &bus, store).unwrap();
+    Service::start(opts, &bus, store.clone()).unwrap();
     let packages = PackageStore::open(dir.path().join("packages")).unwrap();
     let router = admin_router(
         AdminOptions {
@@ -44,6 +45,7 @@ async fn start(token: &str) -> T {
     T {
         router,
         packages,
+        store,
         _dir: dir,
     }
 }
@@ -427,4 +429,37 @@ async fn users() {
         .call(Method::DELETE, "/admin/api/users/ghost@x.io", None)
         .await;
     assert_eq!(ghost.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn agents_are_listed_and_a_pinned_ip_released_once() {
+    let t = start(TOKEN).await;
+    let secret = "c".repeat(64);
+    let pin = elves_store::Credential {
+        ip: "10.1.2.3".into(),
+        secret_sha256: secret.clone(),
+        asset: "host-a".into(),
+        enrolled_at_ms: 1,
+    };
+    assert!(t.store.pin_credential(&pin).await.unwrap());
+    let list = t.ok(Method::GET, "/admin/api/agents", None).await;
+    assert_eq!(list[0]["ip"], "10.1.2.3");
+    assert_eq!(list[0]["pinned"], true);
+    assert!(!list.to_string().contains(&secret), "{list}");
+    // (path, expected status) in order: a release, its repeat, malformed and unknown ips.
+    let cases = [
+        ("/admin/api/agents/10.1.2.3/release", StatusCode::OK),
+        ("/admin/api/agents/10.1.2.3/release", StatusCode::NOT_FOUND),
+        ("/admin/api/agents/10.9.9.9/release", StatusCode::NOT_FOUND),
+        ("/admin/api/agents/nope/release", StatusCode::BAD_REQUEST),
+    ];
+    for (path, want) in cases {
+        let r = t.call(Method::POST, path, None).await;
+        assert_eq!(r.status, want, "{path}: {}", r.json);
+    }
+    assert_eq!(t.store.credential("10.1.2.3").await.unwrap(), None);
+    let unauth = t
+        .send(Method::GET, "/admin/api/agents", None, Body::empty())
+        .await;
+    assert_eq!(unauth.status, StatusCode::UNAUTHORIZED);
 }
