@@ -170,8 +170,7 @@ impl Center {
                 token: cfg.admin.token.clone(),
                 packages,
             };
-            app = app.merge(elves_web::admin_router(opts, &bus));
-            app = app.merge(elves_web::ui_router(ui, &bus));
+            app = app.merge(elves_web::web_router(opts, ui, &bus));
         }
         if cfg.modules.openapi {
             let opts = elves_openapi::Options {

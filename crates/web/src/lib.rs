@@ -6,6 +6,8 @@
 //! * **Authentication**: `Authorization: Bearer <admin.token>`, compared in constant time (the
 //!   SHA-256 of both sides). No token configured means every request is refused; a missing or
 //!   wrong token gets `401 {"error":"..."}`.
+//! * **Sessions**: served with the web UI ([`web_router`]), deleting a user or changing their
+//!   password here ends that user's UI sessions at once, as doing it in the UI does.
 //! * **No CORS**: no `Access-Control-*` header is ever sent, so browsers on other origins
 //!   cannot read answers; the web UI is same-origin.
 //! * **Bodies**: JSON bodies up to 1 MiB; package uploads (`PUT …/packages/{app}_{version}.zip`)
@@ -90,17 +92,35 @@ struct St {
     token: Option<[u8; 32]>,
     packages: PackageStore,
     bus: Bus,
+    /// The web UI's sessions: a user deleted or whose password is changed here is logged out
+    /// there too.
+    sessions: Arc<ui::session::Sessions>,
 }
 
 type Shared = State<Arc<St>>;
 
-/// The admin API routes (`/admin/api/…`), ready to be merged into the center's router.
+/// The admin API and the web UI, sharing one session table (what the center serves).
+pub fn web_router(admin: AdminOptions, ui: UiOptions, bus: &Bus) -> Router {
+    let sessions = Arc::new(ui::session::Sessions::default());
+    admin_router_with(admin, bus, sessions.clone()).merge(ui::ui_router_with(ui, bus, sessions))
+}
+
+/// The admin API routes (`/admin/api/…`) alone, without the web UI.
 pub fn admin_router(opts: AdminOptions, bus: &Bus) -> Router {
+    admin_router_with(opts, bus, Arc::default())
+}
+
+fn admin_router_with(
+    opts: AdminOptions,
+    bus: &Bus,
+    sessions: Arc<ui::session::Sessions>,
+) -> Router {
     let token = opts.token.trim();
     let st = Arc::new(St {
         token: (!token.is_empty()).then(|| digest(token.as_bytes())),
         packages: opts.packages,
         bus: bus.for_module("web"),
+        sessions,
     });
     let api = Router::new()
         .route("/apps", post(app_add).get(app_list))
@@ -521,8 +541,20 @@ async fn user_list(State(st): Shared) -> Response {
     command(&st, StatusCode::OK, AdminCommand::UserList).await
 }
 
+/// Ends the web UI sessions of `email` once `resp` says the change was made.
+fn end_sessions_if_done(st: &St, email: &str, resp: Response) -> Response {
+    if resp.status().is_success() {
+        st.sessions.destroy_user(email);
+    }
+    resp
+}
+
 async fn user_rm(State(st): Shared, Path(email): Path<String>) -> Response {
-    command(&st, StatusCode::OK, AdminCommand::UserRm { email }).await
+    let cmd = AdminCommand::UserRm {
+        email: email.clone(),
+    };
+    let resp = command(&st, StatusCode::OK, cmd).await;
+    end_sessions_if_done(&st, &email, resp)
 }
 
 #[derive(Deserialize)]
@@ -534,10 +566,11 @@ struct Password {
 async fn user_password(State(st): Shared, Path(email): Path<String>, bytes: Bytes) -> Response {
     let b: Password = parse_or_reply!(bytes);
     let cmd = AdminCommand::UserPassword {
-        email,
+        email: email.clone(),
         password: b.password,
     };
-    command(&st, StatusCode::OK, cmd).await
+    let resp = command(&st, StatusCode::OK, cmd).await;
+    end_sessions_if_done(&st, &email, resp)
 }
 
 #[derive(Deserialize)]

@@ -11,13 +11,14 @@ use elves_bus::Bus;
 use elves_rpc::supervisor::{Admin, AdminCommand};
 use elves_store::{PackageStore, Store};
 use elves_supervisor::{Options, Service};
-use elves_web::{UiOptions, ui_router};
+use elves_web::{AdminOptions, UiOptions, web_router};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 const ADMIN: &str = "ann@example.com";
 const OPERATOR: &str = "olly@example.com";
 const PW: &str = "correct horse battery staple";
+const ADMIN_TOKEN: &str = "ui-test-admin-token-42";
 
 struct T {
     router: Router,
@@ -58,8 +59,13 @@ async fn start() -> T {
             .unwrap();
     }
     let packages = PackageStore::open(dir.path().join("packages")).unwrap();
+    // As the center serves them: the admin API and the UI over one session table.
+    let admin = AdminOptions {
+        token: ADMIN_TOKEN.into(),
+        packages: packages.clone(),
+    };
     T {
-        router: ui_router(UiOptions { packages }, &bus),
+        router: web_router(admin, UiOptions { packages }, &bus),
         _dir: dir,
     }
 }
@@ -432,4 +438,67 @@ async fn logout_and_password_change_end_sessions() {
     );
     assert_eq!(t.login(ADMIN, PW).await.0.status, StatusCode::FORBIDDEN);
     assert_eq!(t.login(ADMIN, new).await.0.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn admin_api_user_changes_end_that_users_ui_sessions() {
+    let t = start().await;
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let (_, admin) = t.login(ADMIN, PW).await;
+    let (_, operator) = t.login(OPERATOR, PW).await;
+    let (admin, operator) = (admin.unwrap(), operator.unwrap());
+    assert_eq!(t.get("/ui/apps", &operator).await.status, StatusCode::OK);
+
+    // (request, whose session must end, whose must survive); the second names the user in
+    // other letter case, as emails are compared.
+    let body = r#"{"password":"a brand new long password"}"#;
+    let password = format!("/admin/api/users/{ADMIN}/password");
+    let remove = format!("/admin/api/users/{}", OPERATOR.to_uppercase());
+    let steps = [
+        (Method::POST, &password, Some(body), &admin, Some(&operator)),
+        (Method::DELETE, &remove, None, &operator, None),
+    ];
+    for (method, path, json, ended, kept) in steps {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path.as_str())
+            .header(header::AUTHORIZATION, &bearer);
+        if json.is_some() {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        let body = json.map_or_else(Body::empty, |b| Body::from(b.to_owned()));
+        let resp = t
+            .router
+            .clone()
+            .oneshot(req.body(body).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        let after = t.get("/ui/apps", ended).await.status;
+        assert_eq!(
+            after,
+            StatusCode::SEE_OTHER,
+            "{path}: the user's session must end"
+        );
+        if let Some(kept) = kept {
+            let other = t.get("/ui/apps", kept).await.status;
+            assert_eq!(
+                other,
+                StatusCode::OK,
+                "{path}: another user's session survives"
+            );
+        }
+    }
+    // A refused change ends nothing.
+    let (_, again) = t.login(ADMIN, "a brand new long password").await;
+    let again = again.unwrap();
+    let req = Request::builder()
+        .method(Method::DELETE)
+        .uri(format!("/admin/api/users/{ADMIN}"))
+        .header(header::AUTHORIZATION, &bearer)
+        .body(Body::empty())
+        .unwrap();
+    let last = t.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(last.status(), StatusCode::CONFLICT, "the last admin stays");
+    assert_eq!(t.get("/ui/apps", &again).await.status, StatusCode::OK);
 }

@@ -66,18 +66,24 @@ pub struct UiOptions {
 
 struct Ui {
     bus: Bus,
-    sessions: Sessions,
+    sessions: Arc<Sessions>,
     limiter: LoginLimiter,
     packages: PackageStore,
 }
 
 type St = State<Arc<Ui>>;
 
-/// The UI's routes (`/ui/…`), ready to be merged into the center's router.
+/// The UI's routes (`/ui/…`), ready to be merged into the center's router, with a session
+/// table of their own (`crate::web_router` shares it with the admin API).
 pub fn ui_router(opts: UiOptions, bus: &Bus) -> Router {
+    ui_router_with(opts, bus, Arc::default())
+}
+
+/// The UI's routes over the session table `sessions`.
+pub(crate) fn ui_router_with(opts: UiOptions, bus: &Bus, sessions: Arc<Sessions>) -> Router {
     let st = Arc::new(Ui {
         bus: bus.for_module("web"),
-        sessions: Sessions::default(),
+        sessions,
         limiter: LoginLimiter::new(Instant::now()),
         packages: opts.packages,
     });
