@@ -502,3 +502,55 @@ async fn admin_api_user_changes_end_that_users_ui_sessions() {
     assert_eq!(last.status(), StatusCode::CONFLICT, "the last admin stays");
     assert_eq!(t.get("/ui/apps", &again).await.status, StatusCode::OK);
 }
+
+/// A multipart upload to `/ui/apps/demo/upload` whose `csrf` field is `csrf`.
+async fn upload(t: &T, session: Option<&str>, csrf: &str) -> Resp {
+    let b = "elves-test-boundary";
+    let body = format!(
+        "--{b}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n\
+         --{b}\r\nContent-Disposition: form-data; name=\"package\"; filename=\"demo_1.0.zip\"\r\n\
+         Content-Type: application/zip\r\n\r\nPK\x03\x04not really a zip\r\n--{b}--\r\n"
+    );
+    let mut req = Request::builder()
+        .method(Method::POST)
+        .uri("/ui/apps/demo/upload")
+        .header(header::HOST, "127.0.0.1:9091")
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={b}"),
+        );
+    if let Some(s) = session {
+        req = req.header(header::COOKIE, s);
+    }
+    let resp = t
+        .router
+        .clone()
+        .oneshot(req.body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    Resp {
+        status: resp.status(),
+        headers: resp.headers().clone(),
+        body: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn uploads_need_a_session_before_the_body_is_read_and_small_fields_stay_small() {
+    let t = start().await;
+    let anonymous = upload(&t, None, &"x".repeat(100_000)).await;
+    assert_eq!(anonymous.status, StatusCode::SEE_OTHER);
+    assert_eq!(anonymous.headers[header::LOCATION], "/ui/login");
+
+    let (_, s) = t.login(ADMIN, PW).await;
+    let s = s.unwrap();
+    let csrf = t.csrf(&s).await;
+    let long = upload(&t, Some(&s), &"x".repeat(100_000)).await;
+    assert_eq!(long.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let wrong = upload(&t, Some(&s), &"0".repeat(64)).await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN, "a wrong token");
+    // The right token gets as far as the app (none here): back to its page with a message.
+    let right = upload(&t, Some(&s), &csrf).await;
+    assert_eq!(right.status, StatusCode::SEE_OTHER);
+    assert_eq!(right.headers[header::LOCATION], "/ui/apps/demo");
+}

@@ -901,6 +901,10 @@ async fn upload(
     Path(app): Path<String>,
     mut mp: Multipart,
 ) -> Response {
+    // No session, no reading of the body.
+    if session(&ui, &h).is_none() {
+        return to_login();
+    }
     // The CSRF token: the htmx header, or a `csrf` field before the file.
     let mut token: Option<String> = None;
     let mut force = false;
@@ -912,8 +916,8 @@ async fn upload(
             Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("bad upload: {e}")),
         };
         match field.name().unwrap_or("") {
-            "csrf" => token = field.text().await.ok(),
-            "force" => force = field.text().await.ok().as_deref() == Some("true"),
+            "csrf" => token = Some(try_resp!(small_field(field).await)),
+            "force" => force = try_resp!(small_field(field).await) == "true",
             "package" => {
                 let (id, cur) = try_resp!(checked(&ui, &h, token.as_deref()));
                 let file_name = field.file_name().unwrap_or("").to_owned();
@@ -951,6 +955,30 @@ async fn upload(
         }
     }
     plain(StatusCode::BAD_REQUEST, "the upload has no package file")
+}
+
+/// The most bytes a small multipart field (`csrf`, `force`) may hold.
+const MAX_SMALL_FIELD: usize = 256;
+
+/// Reads a small text field, refusing one longer than [`MAX_SMALL_FIELD`] without reading
+/// the rest of it.
+#[allow(clippy::result_large_err)]
+async fn small_field(mut field: axum::extract::multipart::Field<'_>) -> Result<String, Response> {
+    let mut buf = Vec::new();
+    loop {
+        match field.chunk().await {
+            Ok(Some(c)) if buf.len() + c.len() <= MAX_SMALL_FIELD => buf.extend_from_slice(&c),
+            Ok(Some(_)) => {
+                return Err(plain(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "a form field is too long",
+                ));
+            }
+            Ok(None) => break,
+            Err(e) => return Err(plain(StatusCode::BAD_REQUEST, &format!("bad upload: {e}"))),
+        }
+    }
+    String::from_utf8(buf).map_err(|_| plain(StatusCode::BAD_REQUEST, "a form field is not UTF-8"))
 }
 
 // ---------------------------------------------------------------------------------------
