@@ -64,6 +64,8 @@ pub struct Dashboard {
     pub hooks: Arc<Hooks>,
     pub devmode: Option<DevMode>,
     nonces: NonceCache,
+    /// The worker limiter, for `/metrics` (none: 0 running, 0 waiting).
+    limiter: Option<Arc<crate::limits::Limiter>>,
 }
 
 /// `http.listen` as an address: a bare port (`19880` or `:19880`) binds loopback.
@@ -101,14 +103,22 @@ impl Dashboard {
             hooks,
             devmode,
             nonces: NonceCache::new(10_000, elves_sign::DEFAULT_WINDOW_SECS),
+            limiter: None,
         }
+    }
+
+    /// Reports the workers of `limiter` on `/metrics`.
+    pub fn with_limiter(mut self, limiter: Arc<crate::limits::Limiter>) -> Dashboard {
+        self.limiter = Some(limiter);
+        self
     }
 
     /// The routes.
     pub fn router(self: Arc<Self>) -> Router {
         let mut r = Router::new()
             .route("/", get(page))
-            .route("/stat/{what}", get(stat));
+            .route("/stat/{what}", get(stat))
+            .route("/metrics", get(metrics));
         if self.devmode.is_some() {
             r = r
                 .route(RT_EXEC, get(dev_exec).post(dev_exec))
@@ -193,6 +203,23 @@ async fn stat(
         }
     };
     stat_envelope(data)
+}
+
+/// `/metrics`: the agent's Prometheus metrics.
+async fn metrics(State(d): State<Arc<Dashboard>>) -> Response {
+    let now = crate::metrics::Now {
+        running: d.limiter.as_ref().map_or(0, |l| l.running()),
+        waiting: d.limiter.as_ref().map_or(0, |l| l.waiting()),
+        apps: d.apps.installed().len(),
+    };
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        d.stats.metrics.render(now),
+    )
+        .into_response()
 }
 
 /// Escapes text for HTML.

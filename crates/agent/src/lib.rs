@@ -13,6 +13,7 @@ pub mod hooks;
 pub mod install;
 pub mod limits;
 pub mod link;
+pub mod metrics;
 pub mod pack;
 pub mod processor;
 pub mod runs;

@@ -20,6 +20,7 @@ use crate::stats::Stats;
 pub(crate) struct Local {
     pub exec: Executor,
     pub hooks: Arc<Hooks>,
+    limiter: Arc<Limiter>,
 }
 
 /// Applies the worker limits to `exec` and starts the processor deliverer.
@@ -37,7 +38,7 @@ pub(crate) fn start(
     if let Some(u) = &user {
         tracing::info!(user = %u.name, uid = u.uid, "workers run as an unprivileged user");
     }
-    let exec = exec.with_limiter(limiter).with_user(user);
+    let exec = exec.with_limiter(limiter.clone()).with_user(user);
     let stats = Arc::new(Stats::default());
     let errors = stats.clone();
     let processors = Arc::new(
@@ -63,6 +64,7 @@ pub(crate) fn start(
             stats,
             processors: Some(processors),
         }),
+        limiter,
     })
 }
 
@@ -91,16 +93,19 @@ impl Local {
                 authid: cfg.devmode.authid.clone(),
                 authkey: cfg.devmode.authkey.clone(),
             });
-            let dash = Arc::new(Dashboard::new(
-                cfg.ip.clone(),
-                cfg.asset.clone(),
-                cfg.center.clone(),
-                apps,
-                cron,
-                self.exec.clone(),
-                self.hooks.clone(),
-                devmode,
-            ));
+            let dash = Arc::new(
+                Dashboard::new(
+                    cfg.ip.clone(),
+                    cfg.asset.clone(),
+                    cfg.center.clone(),
+                    apps,
+                    cron,
+                    self.exec.clone(),
+                    self.hooks.clone(),
+                    devmode,
+                )
+                .with_limiter(self.limiter.clone()),
+            );
             let cancel = cancel.clone();
             let devmode = cfg.devmode.enabled;
             tokio::spawn(async move {

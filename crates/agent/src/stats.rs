@@ -41,6 +41,8 @@ pub struct TaskRecord {
 pub struct Stats {
     tasks: Mutex<VecDeque<TaskRecord>>,
     errors: Mutex<VecDeque<String>>,
+    /// The same runs and errors, counted for `/metrics`.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Now, local time, as the original dashboard wrote it: `yyyy/MM/dd HH:mm:ss`.
@@ -70,6 +72,7 @@ pub fn flag_name(flag: i32) -> &'static str {
 impl Stats {
     /// Records a finished run.
     pub fn task(&self, mut t: TaskRecord) {
+        self.metrics.run(&t.kind, &t.flag, t.costtime);
         t.result = clip(&t.result);
         let mut q = self.tasks.lock().expect("stats poisoned");
         q.push_front(t);
@@ -78,6 +81,7 @@ impl Stats {
 
     /// Records an error message.
     pub fn error(&self, message: &str) {
+        self.metrics.error();
         let line = format!("{}|{}", now_text(), clip(message));
         let mut q = self.errors.lock().expect("stats poisoned");
         q.push_front(line);

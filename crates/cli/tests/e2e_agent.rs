@@ -469,6 +469,22 @@ fn agent_cron_dashboard_and_developer_mode_on_a_standalone_agent() {
         "{r}"
     );
 
+    // /metrics counts what ran: three developer-mode runs (kind rt), the skipped entry's error.
+    let (status, text) = get_text(dash.addr, "/metrics");
+    assert_eq!(status, 200, "{text}");
+    let sample = |series: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    };
+    let dev_runs = r#"elves_agent_runs_total{kind="rt",flag="success"}"#;
+    assert_eq!(sample(dev_runs), Some(3.0), "{text}");
+    assert!(
+        sample("elves_agent_errors_total").is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert_eq!(sample("elves_agent_apps_installed"), Some(1.0), "{text}");
+    assert_eq!(sample("elves_agent_workers_running"), Some(0.0), "{text}");
+
     // Badly signed requests, in the center's check order (api-v2 §3).
     let now = now_secs();
     let good = dev_query(&params, DEV_ID, DEV_KEY, now);
