@@ -176,8 +176,11 @@ fn tree_of(root: u32, parents: &[(u32, u32)]) -> Vec<u32> {
     out
 }
 
-/// `(state, ppid, utime + stime + cutime + cstime)` from the text of `/proc/PID/stat`.
-fn parse_stat(stat: &str) -> Option<(char, u32, u64)> {
+/// `(state, ppid, utime + stime + cutime + cstime)` of a process.
+type Stat = (char, u32, u64);
+
+/// The [`Stat`] of a process from the text of its `/proc/PID/stat`.
+fn parse_stat(stat: &str) -> Option<Stat> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     let state = f.first()?.chars().next()?;
@@ -748,16 +751,22 @@ fn render(r: &Value) -> anyhow::Result<String> {
     let mut o = String::new();
     let w = &mut o;
     let p = &r["phases"];
+    // Strings without their JSON quotes.
+    let t = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
     writeln!(w, "## salt-peer: the phases of bench.py on Elves\n")?;
     writeln!(
         w,
         "- date: {}; load average {} at the start, {} at the end; wall {} s",
-        r["date_utc"], r["loadavg_at_start"], r["loadavg_at_end"], r["wall_s"]
+        t(&r["date_utc"]),
+        t(&r["loadavg_at_start"]),
+        t(&r["loadavg_at_end"]),
+        r["wall_s"]
     )?;
     writeln!(
         w,
         "- one center and {} agents on loopback; worker: {}\n",
-        r["n_agents"], r["worker"]
+        r["n_agents"],
+        t(&r["worker"])
     )?;
     writeln!(
         w,
@@ -795,7 +804,7 @@ fn render(r: &Value) -> anyhow::Result<String> {
          submitted at {}/s; daemons' CPU {} s.",
         c["jobs_submitted"],
         c["end_to_end_jobs_per_s"],
-        c["end_to_end_basis"],
+        t(&c["end_to_end_basis"]),
         c["returned_within_limit"],
         c["limit_s"],
         c["eventual_returned_ok"],
@@ -906,7 +915,7 @@ mod tests {
 
     #[test]
     fn stat_lines() {
-        let cases: &[(&str, Option<(char, u32, u64)>)] = &[
+        let cases: &[(&str, Option<Stat>)] = &[
             (
                 "42 (elves) S 7 42 42 0 -1 4194560 1 0 0 0 10 5 3 2 20 0 4 0 1 0 0",
                 Some(('S', 7, 20)),
