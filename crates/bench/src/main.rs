@@ -41,6 +41,8 @@ mod callgrind;
 mod footprint;
 mod load;
 mod rt_throughput;
+// Side by side with Salt (issue 8).
+mod peers;
 
 use std::process::ExitCode;
 
@@ -74,6 +76,8 @@ enum Cmd {
     Footprint(footprint::FootprintArgs),
     /// Runs one hot pure path N times (for instruction counts: scripts/callgrind.sh).
     Callgrind(callgrind::CallgrindArgs),
+    /// The phases of ../shared/peers/salt/bench.py on a center and 10 agents (scripts/bench-salt.sh).
+    SaltPeer(peers::SaltPeerArgs),
 }
 
 fn main() -> ExitCode {
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
         Cmd::Api(args) => api::api(args),
         Cmd::Footprint(args) => footprint::footprint(args),
         Cmd::Callgrind(args) => callgrind::callgrind(args),
+        Cmd::SaltPeer(args) => peers::salt_peer(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
