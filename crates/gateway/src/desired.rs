@@ -83,6 +83,11 @@ impl Sent {
 mod tests {
     use super::*;
 
+    /// (name, state, installed apps reported, now, whether to push).
+    type HeartbeatCase<'a> = (&'a str, Sent, &'a [(&'a str, &'a str)], Instant, bool);
+    /// (name, why, freshly computed set, whether to send).
+    type SendCase<'a> = (&'a str, Why, &'a [(&'a str, &'a str)], bool);
+
     fn set(apps: &[(&str, &str)]) -> BTreeMap<String, DesiredApp> {
         apps.iter()
             .map(|(a, v)| {
@@ -117,7 +122,7 @@ mod tests {
             s.lost();
             s
         };
-        let cases: &[(&str, Sent, &[(&str, &str)], Instant, bool)] = &[
+        let cases: &[HeartbeatCase] = &[
             ("never sent", Sent::default(), &[], soon, true),
             (
                 "the last set could not be queued",
@@ -190,7 +195,7 @@ mod tests {
     fn a_change_is_sent_only_when_the_set_differs_welcome_and_heartbeat_always() {
         let t0 = Instant::now();
         let mut s = Sent::default();
-        let cases: &[(&str, Why, &[(&str, &str)], bool)] = &[
+        let cases: &[SendCase] = &[
             (
                 "nothing sent yet: a change is sent",
                 Why::Changed,
@@ -203,7 +208,7 @@ mod tests {
             assert_eq!(s.should_send(*why, &set(apps)), *want, "{name}");
         }
         s.sent(set(&[("demo", "1")]), t0);
-        let cases: &[(&str, Why, &[(&str, &str)], bool)] = &[
+        let cases: &[SendCase] = &[
             (
                 "the same set: no change to send",
                 Why::Changed,

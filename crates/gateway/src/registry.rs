@@ -181,11 +181,14 @@ mod tests {
         UnlinkRelinked,
     }
 
+    /// (name, steps, what the store then says of 10.0.0.1: last heartbeat and whether linked).
+    type Case<'a> = (&'a str, &'a [Step], Option<(i64, bool)>);
+
     /// What the store says about agent 10.0.0.1 after the steps: (last heartbeat, linked).
     #[tokio::test]
     async fn writes_land_in_the_order_they_were_made() {
         use Step::*;
-        let cases: &[(&str, &[Step], Option<(i64, bool)>)] = &[
+        let cases: &[Case] = &[
             (
                 "a heartbeat waits for the flush",
                 &[Hello(1), Beat(2)],
