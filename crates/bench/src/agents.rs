@@ -364,6 +364,8 @@ struct Window {
     agents: u32,
     secs: f64,
     cores: f64,
+    /// This process's CPU over the window: the simulated agents and the rt/exec client.
+    bench_cores: f64,
     rss_kb: u64,
     peak_rss_kb: u64,
     heartbeats: u64,
@@ -439,8 +441,10 @@ async fn measure(
 ) -> anyhow::Result<Window> {
     let pid = cluster.center.pid();
     let period = Duration::from_millis(args.heartbeat_ms);
-    let (cpu0, hb0, t0) = (
+    let me = std::process::id();
+    let (cpu0, bench0, hb0, t0) = (
         cpu_secs(pid)?,
+        cpu_secs(me)?,
         stats.heartbeats.load(Ordering::Relaxed),
         Instant::now(),
     );
@@ -455,6 +459,7 @@ async fn measure(
     let ((lat, rt_failures), ()) = tokio::join!(rt, timer);
     let wall = t0.elapsed().as_secs_f64();
     let cores = (cpu_secs(pid)? - cpu0) / wall;
+    let bench_cores = (cpu_secs(me)? - bench0) / wall;
     let heartbeats = stats.heartbeats.load(Ordering::Relaxed) - hb0;
     let registry = check_registry(store, n, period)
         .await
@@ -463,6 +468,7 @@ async fn measure(
         agents: n,
         secs: wall,
         cores,
+        bench_cores,
         rss_kb: status_kb(pid, "VmRSS")?,
         peak_rss_kb: status_kb(pid, "VmHWM")?,
         heartbeats,
@@ -516,8 +522,9 @@ pub fn agent_scale(args: AgentScaleArgs) -> anyhow::Result<()> {
                 tokio::time::sleep(period).await;
                 let w = measure(&cluster, &store, n, &args, &stats).await?;
                 eprintln!(
-                    "elves-bench: N={n}: center {:.3} cores, peak RSS {} MiB, registry {}",
+                    "elves-bench: N={n}: center {:.3} cores (load generator {:.3}), peak RSS {} MiB, registry {}",
                     w.cores,
+                    w.bench_cores,
                     w.peak_rss_kb / 1024,
                     if w.registry.is_ok() { "correct" } else { "WRONG" }
                 );
@@ -611,14 +618,15 @@ fn report(
         loadavg(),
         took.as_secs_f64()
     ));
-    out.push_str("| agents | window s | center cores (user+sys / wall) | center RSS MiB | peak RSS MiB | heartbeats sent/s | rt/exec ok | rt failures | registry |\n");
-    out.push_str("|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("| agents | window s | center cores (user+sys / wall) | load generator cores | center RSS MiB | peak RSS MiB | heartbeats sent/s | rt/exec ok | rt failures | registry |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
     for w in windows {
         out.push_str(&format!(
-            "| {} | {:.1} | {:.3} | {:.1} | {:.1} | {:.0} | {} | {} | {} |\n",
+            "| {} | {:.1} | {:.3} | {:.3} | {:.1} | {:.1} | {:.0} | {} | {} | {} |\n",
             w.agents,
             w.secs,
             w.cores,
+            w.bench_cores,
             w.rss_kb as f64 / 1024.0,
             w.peak_rss_kb as f64 / 1024.0,
             w.heartbeats as f64 / w.secs,

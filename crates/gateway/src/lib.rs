@@ -10,8 +10,15 @@
 //! agent's stream and, for a synchronous job, waits for the matching result. An agent that
 //! is not connected fails the dispatch at once with `[410.1]`; a link that drops fails every
 //! job waiting on it.
+//!
+//! The registry is written in batches (`registry`): a heartbeat is kept in memory and written
+//! with every other agent's in one transaction every 250 ms; a link and an unlink are written
+//! at once. `DesiredApps` goes down a link only when the agent may not have the current set
+//! (`desired`), not after every heartbeat.
 
+mod desired;
 mod links;
+mod registry;
 mod service;
 
 pub use service::{Options, Service};

@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 use elves_proto::CenterMessage;
 use elves_rpc::gateway::WorkerOutcome;
 use elves_types::Id;
+
+use crate::desired::Sent;
 use tokio::sync::{mpsc, oneshot};
 
 /// One live link.
@@ -16,6 +18,8 @@ pub struct Link {
     pub tx: mpsc::Sender<CenterMessage>,
     /// Held while the link's desired apps are computed and sent, so pushes stay in order.
     pub push: Arc<tokio::sync::Mutex<()>>,
+    /// What the link was last sent (`crate::desired`).
+    pub sent: Arc<Mutex<Sent>>,
 }
 
 struct Waiter {
@@ -39,18 +43,22 @@ pub struct Links {
 }
 
 impl Links {
-    /// Registers a new link for `ip`, replacing (and so closing) an older one.
-    pub fn attach(&self, ip: &str, tx: mpsc::Sender<CenterMessage>) -> (u64, bool) {
+    /// Registers a new link for `ip`, replacing (and so closing) an older one. Returns the
+    /// link and whether it replaced one.
+    pub fn attach(&self, ip: &str, tx: mpsc::Sender<CenterMessage>) -> (Link, bool) {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
-        let old = self.links.lock().expect("links poisoned").insert(
-            ip.to_owned(),
-            Link {
-                conn,
-                tx,
-                push: Arc::default(),
-            },
-        );
-        (conn, old.is_some())
+        let link = Link {
+            conn,
+            tx,
+            push: Arc::default(),
+            sent: Arc::default(),
+        };
+        let old = self
+            .links
+            .lock()
+            .expect("links poisoned")
+            .insert(ip.to_owned(), link.clone());
+        (link, old.is_some())
     }
 
     /// Removes the link if it is still `conn`, and fails the jobs waiting on it.
@@ -173,7 +181,8 @@ mod tests {
     async fn a_result_reaches_its_waiter_only_from_the_agent_it_was_sent_to() {
         let links = Links::default();
         let (tx, _rx) = mpsc::channel(1);
-        let (conn, replaced) = links.attach("10.0.0.1", tx);
+        let (link, replaced) = links.attach("10.0.0.1", tx);
+        let conn = link.conn;
         assert!(!replaced);
         let run = Id::random();
         let waiter = links.wait_for(run, "10.0.0.1", conn);
@@ -193,10 +202,11 @@ mod tests {
     async fn dropping_a_link_fails_its_waiters_and_a_newer_link_survives_the_old_detach() {
         let links = Links::default();
         let (tx1, _rx1) = mpsc::channel(1);
-        let (old, _) = links.attach("10.0.0.1", tx1);
+        let old = links.attach("10.0.0.1", tx1).0.conn;
         let waiter = links.wait_for(Id::random(), "10.0.0.1", old);
         let (tx2, _rx2) = mpsc::channel(1);
         let (new, replaced) = links.attach("10.0.0.1", tx2);
+        let new = new.conn;
         assert!(replaced);
         assert!(
             !links.detach("10.0.0.1", old),

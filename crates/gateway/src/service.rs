@@ -26,7 +26,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::desired::Why;
 use crate::links::Links;
+use crate::registry::Registry;
 
 /// How many messages may wait to go down one agent's stream.
 const LINK_BUFFER: usize = 1024;
@@ -72,6 +74,7 @@ pub struct Service {
 struct State {
     opts: Options,
     store: Store,
+    registry: Registry,
     bus: Bus,
     links: Links,
     clock: SystemClock,
@@ -97,6 +100,7 @@ impl Service {
         let bus = bus.for_module(elves_rpc::module::GATEWAY);
         let state = Arc::new(State {
             opts,
+            registry: Registry::new(store.clone()),
             store,
             bus: bus.clone(),
             links: Links::default(),
@@ -126,10 +130,15 @@ impl Service {
         self.listener.local_addr()
     }
 
-    /// Serves agents until `cancel` fires.
+    /// Serves agents until `cancel` fires (and writes the heartbeats still waiting).
     pub async fn run(self, cancel: CancellationToken) -> Result<(), tonic::transport::Error> {
+        let s = self.state.clone();
+        let flusher = tokio::spawn({
+            let cancel = cancel.clone();
+            async move { s.registry.run(cancel).await }
+        });
         let svc = AgentLinkServer::new(Handler(self.state.clone()));
-        tonic::transport::Server::builder()
+        let served = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(20)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             .tcp_nodelay(true)
@@ -138,9 +147,13 @@ impl Service {
                 // `tcp_nodelay` on the builder does not apply to an incoming stream we pass in:
                 // set it here, or Nagle holds each job until the agent's delayed ACK (~40 ms).
                 tonic::transport::server::TcpIncoming::from(self.listener).with_nodelay(Some(true)),
-                cancel.cancelled_owned(),
+                cancel.clone().cancelled_owned(),
             )
-            .await
+            .await;
+        // The server also ends on an error: stop the flusher then too, after its last flush.
+        cancel.cancel();
+        let _ = flusher.await;
+        served
     }
 }
 
@@ -231,7 +244,7 @@ impl State {
             Some(ips) => ips,
             None => self.links.ips(),
         };
-        let pushes = ips.iter().map(|ip| self.push_desired(ip));
+        let pushes = ips.iter().map(|ip| self.push_desired(ip, Why::Changed));
         futures::future::join_all(pushes).await;
     }
 
@@ -254,9 +267,10 @@ impl State {
         }
     }
 
-    /// Computes and sends `DesiredApps` down the agent's current link, if it has one. Pushes
-    /// to one link are serialized, so an older answer never overtakes a newer one.
-    async fn push_desired(&self, ip: &str) {
+    /// Computes `DesiredApps` and sends it down the agent's current link, if it has one and
+    /// `why` calls for it (`crate::desired`). Pushes to one link are serialized, so an older
+    /// answer never overtakes a newer one.
+    async fn push_desired(&self, ip: &str, why: Why) {
         let Some(link) = self.links.get(ip) else {
             return;
         };
@@ -264,7 +278,16 @@ impl State {
         let Some(apps) = self.desired(ip).await else {
             return;
         };
-        let apps = apps
+        if !link
+            .sent
+            .lock()
+            .expect("sent poisoned")
+            .should_send(why, &apps)
+        {
+            return;
+        }
+        let wire = apps
+            .clone()
             .into_iter()
             .map(|(app, d)| {
                 let d = DesiredApp {
@@ -276,9 +299,14 @@ impl State {
             })
             .collect();
         let msg = CenterMessage {
-            body: Some(center_message::Body::Desired(DesiredApps { apps })),
+            body: Some(center_message::Body::Desired(DesiredApps { apps: wire })),
         };
-        if link.tx.try_send(msg).is_err() {
+        let queued = link.tx.try_send(msg).is_ok();
+        let mut sent = link.sent.lock().expect("sent poisoned");
+        if queued {
+            sent.sent(apps, std::time::Instant::now());
+        } else {
+            sent.lost();
             tracing::warn!(%ip, "desired apps not sent: the agent's link is full or closed");
         }
     }
@@ -375,16 +403,16 @@ impl State {
         Ok(())
     }
 
-    async fn record(
+    /// The registry record of a Hello or heartbeat received now.
+    fn record_of(
         &self,
         ip: &str,
         asset: &str,
         version: &str,
-        apps: std::collections::HashMap<String, String>,
-        errors: std::collections::HashMap<String, String>,
-    ) {
+        apps: &std::collections::HashMap<String, String>,
+    ) -> AgentRecord {
         let now = self.clock.now_ms();
-        let rec = AgentRecord {
+        AgentRecord {
             ip: ip.to_owned(),
             asset: if asset.is_empty() {
                 ip.to_owned()
@@ -392,18 +420,25 @@ impl State {
                 asset.to_owned()
             },
             version: version.to_owned(),
-            apps: apps.into_iter().collect(),
+            apps: apps.iter().map(|(a, v)| (a.clone(), v.clone())).collect(),
             connected_to: self.opts.instance.clone(),
             last_heartbeat_ms: now,
             first_seen_ms: now,
-        };
-        let errors: BTreeMap<String, String> = errors.into_iter().collect();
+        }
+    }
+
+    /// Keeps a heartbeat for the next batched write of the registry.
+    fn heartbeat(&self, ip: &str, asset: &str, version: &str, h: &elves_proto::Heartbeat) {
+        let rec = self.record_of(ip, asset, version, &h.apps);
+        let errors: BTreeMap<String, String> = h
+            .errors
+            .iter()
+            .map(|(a, e)| (a.clone(), e.clone()))
+            .collect();
         for (app, error) in &errors {
             tracing::warn!(%ip, %app, %error, "the agent cannot install an app");
         }
-        if let Err(e) = self.store.record_agent_with_errors(&rec, &errors).await {
-            tracing::warn!(%ip, error = %e, "could not record the agent's heartbeat");
-        }
+        self.registry.heartbeat(rec, errors);
     }
 }
 
@@ -517,14 +552,10 @@ impl AgentLink for Handler {
                 ));
             }
         };
-        s.record(
-            &ip,
-            &hello.asset,
-            &hello.version,
-            hello.apps,
-            Default::default(),
-        )
-        .await;
+        let rec = s.record_of(&ip, &hello.asset, &hello.version, &hello.apps);
+        if let Err(e) = s.registry.hello(&rec).await {
+            tracing::warn!(%ip, error = %e, "could not record the agent's hello");
+        }
 
         let (tx, rx) = mpsc::channel(LINK_BUFFER);
         let welcome = CenterMessage {
@@ -534,14 +565,15 @@ impl AgentLink for Handler {
             })),
         };
         let _ = tx.try_send(welcome);
-        let (conn, replaced) = s.links.attach(&ip, tx.clone());
+        let (link, replaced) = s.links.attach(&ip, tx.clone());
+        let conn = link.conn;
         if !replaced {
             elves_telemetry::agent_link(true);
         }
         tracing::info!(%ip, asset = %hello.asset, version = %hello.version, replaced, "agent linked");
         {
             let (s, ip) = (s.clone(), ip.clone());
-            tokio::spawn(async move { s.push_desired(&ip).await });
+            tokio::spawn(async move { s.push_desired(&ip, Why::Welcome).await });
         }
         // Its running queue runs are reconciled at once (no handler: no queue module here).
         let _ = s.bus.cast(elves_rpc::queue::AgentLinked { ip: ip.clone() });
@@ -578,17 +610,24 @@ impl AgentLink for Handler {
                         }
                     }
                     Some(agent_message::Body::Heartbeat(h)) => {
-                        s.record(&ip, &hello.asset, &hello.version, h.apps, h.errors)
-                            .await;
-                        let (s, ip) = (s.clone(), ip.clone());
-                        tokio::spawn(async move { s.push_desired(&ip).await });
+                        s.heartbeat(&ip, &hello.asset, &hello.version, &h);
+                        let push = link
+                            .sent
+                            .lock()
+                            .expect("sent poisoned")
+                            .heartbeat_needs_push(&h.apps, std::time::Instant::now());
+                        if push {
+                            let (s, ip) = (s.clone(), ip.clone());
+                            tokio::spawn(async move { s.push_desired(&ip, Why::Heartbeat).await });
+                        }
                     }
                     Some(agent_message::Body::Hello(_)) | None => {}
                 }
             }
             if s.links.detach(&ip, conn) {
                 elves_telemetry::agent_link(false);
-                if let Err(e) = s.store.set_agent_connection(&ip, "").await {
+                let relinked = || s.links.get(&ip).is_some();
+                if let Err(e) = s.registry.unlinked(&ip, || !relinked()).await {
                     tracing::warn!(%ip, error = %e, "could not record the agent's disconnection");
                 }
                 tracing::info!(%ip, "agent unlinked");

@@ -18,9 +18,16 @@
 //!   under `apps_dir/{app}`), or it reports an error for the app.
 //!
 //! It is computed from the store at every request, so it is never stale.
+//!
+//! `agentInfo` (`info/agents/detail`, a hot read path) reuses a record it read from the store
+//! for up to [`INFO_TTL`] (at most [`INFO_CAPACITY`] agents are kept). With the gateway's
+//! batched heartbeat writes (every 250 ms), an answer reflects the agent's link and heartbeats
+//! as of at most about 1.25 s ago; whether it is online is still decided at the request's own
+//! instant. The online rule's slack (`online_secs`, minutes) dwarfs both.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use elves_bus::Bus;
 use elves_rpc::heartbeat::{AgentInfo, AgentSummary, DesiredApp, DesiredApps, ListAgents};
@@ -52,8 +59,60 @@ pub enum AppSource {
 
 /// Whether `r` is online at `now_ms`.
 pub fn is_online(r: &AgentRecord, now_ms: i64, online_secs: u64) -> bool {
-    !r.connected_to.is_empty()
-        || now_ms.saturating_sub(r.last_heartbeat_ms) <= (online_secs as i64).saturating_mul(1000)
+    online_at(
+        !r.connected_to.is_empty(),
+        r.last_heartbeat_ms,
+        now_ms,
+        online_secs,
+    )
+}
+
+/// The online rule: linked, or a heartbeat within `online_secs` of `now_ms`.
+fn online_at(linked: bool, last_heartbeat_ms: i64, now_ms: i64, online_secs: u64) -> bool {
+    linked || now_ms.saturating_sub(last_heartbeat_ms) <= (online_secs as i64).saturating_mul(1000)
+}
+
+/// How long `agentInfo` reuses a registry record read from the store.
+pub const INFO_TTL: Duration = Duration::from_secs(1);
+/// How many agents' records `agentInfo` keeps at most.
+pub const INFO_CAPACITY: usize = 10_000;
+
+/// What `agentInfo` needs of a registry record, with its time already formatted.
+#[derive(Clone, Debug, PartialEq)]
+struct Info {
+    ip: String,
+    asset: String,
+    linked: bool,
+    last_heartbeat_ms: i64,
+    last_hb_time: String,
+}
+
+/// Registry records read for `agentInfo`, each reused for [`INFO_TTL`]; an unknown agent is
+/// remembered too (as `None`).
+#[derive(Default)]
+struct InfoCache {
+    entries: Mutex<HashMap<String, (Instant, Option<Info>)>>,
+}
+
+impl InfoCache {
+    fn get(&self, ip: &str, now: Instant) -> Option<Option<Info>> {
+        let entries = self.entries.lock().expect("info cache poisoned");
+        entries
+            .get(ip)
+            .filter(|(at, _)| now.saturating_duration_since(*at) < INFO_TTL)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn put(&self, ip: &str, info: Option<Info>, now: Instant) {
+        let mut entries = self.entries.lock().expect("info cache poisoned");
+        if entries.len() >= INFO_CAPACITY && !entries.contains_key(ip) {
+            entries.retain(|_, (at, _)| now.saturating_duration_since(*at) < INFO_TTL);
+            if entries.len() >= INFO_CAPACITY {
+                entries.clear();
+            }
+        }
+        entries.insert(ip.to_owned(), (now, info));
+    }
 }
 
 /// The running heartbeat module.
@@ -71,9 +130,13 @@ impl Service {
             async move { desired_apps(&store, &opts.apps, &m.ip).await }
         });
         let (s, o) = (store.clone(), opts.clone());
+        let cache = Arc::new(InfoCache::default());
         bus.serve(move |m: AgentInfo| {
-            let (store, opts) = (s.clone(), o.clone());
-            async move { agent_info(&store, &opts, &m.ip, SystemClock.now_ms()).await }
+            let (store, opts, cache) = (s.clone(), o.clone(), cache.clone());
+            async move {
+                let now = (Instant::now(), SystemClock.now_ms());
+                agent_info(&store, &opts, &cache, &m.ip, now).await
+            }
         });
         bus.serve(move |_: ListAgents| {
             let (store, opts) = (store.clone(), opts.clone());
@@ -151,22 +214,42 @@ pub async fn list_agents(
         .collect())
 }
 
+/// `info/agents/detail`'s answer at `now` (monotonic, Unix ms), from a record at most
+/// [`INFO_TTL`] old.
 async fn agent_info(
     store: &Store,
     opts: &Options,
+    cache: &InfoCache,
     ip: &str,
-    now_ms: i64,
+    now: (Instant, i64),
 ) -> Result<Value, ApiError> {
-    let rec = store.agent(ip).await.map_err(|e| {
-        tracing::error!(error = %e, "agent registry unavailable");
-        ApiError::internal("agent registry unavailable")
-    })?;
-    match rec {
-        Some(r) if is_online(&r, now_ms, opts.online_secs) => Ok(json!({
-            "ip": r.ip,
-            "asset": r.asset,
-            "last_hb_time": (opts.time_format)(r.last_heartbeat_ms),
-        })),
+    let (now, now_ms) = now;
+    let info = match cache.get(ip, now) {
+        Some(info) => info,
+        None => {
+            let rec = store.agent(ip).await.map_err(|e| {
+                tracing::error!(error = %e, "agent registry unavailable");
+                ApiError::internal("agent registry unavailable")
+            })?;
+            let info = rec.map(|r| Info {
+                linked: !r.connected_to.is_empty(),
+                last_hb_time: (opts.time_format)(r.last_heartbeat_ms),
+                last_heartbeat_ms: r.last_heartbeat_ms,
+                ip: r.ip,
+                asset: r.asset,
+            });
+            cache.put(ip, info.clone(), now);
+            info
+        }
+    };
+    match info {
+        Some(i) if online_at(i.linked, i.last_heartbeat_ms, now_ms, opts.online_secs) => {
+            Ok(json!({
+                "ip": i.ip,
+                "asset": i.asset,
+                "last_hb_time": i.last_hb_time,
+            }))
+        }
         _ => Err(ErrorCode::AgentInfoNotFound.into()),
     }
 }
@@ -232,19 +315,101 @@ mod tests {
             })
             .await
             .unwrap();
-        let v = agent_info(&store, &opts, "10.0.0.5", now).await.unwrap();
+        let t0 = Instant::now();
+        // A fresh cache per question: these check the rule, not the reuse.
+        let ask = |ip: &'static str, now_ms: i64| {
+            let (store, opts) = (store.clone(), opts.clone());
+            async move { agent_info(&store, &opts, &InfoCache::default(), ip, (t0, now_ms)).await }
+        };
+        let v = ask("10.0.0.5", now).await.unwrap();
         assert_eq!(
             v,
             json!({"ip": "10.0.0.5", "asset": "web-5", "last_hb_time": format!("t{}", now - 1000)})
         );
         let later = now + 700_000;
         assert_eq!(
-            agent_info(&store, &opts, "10.0.0.5", later).await,
+            ask("10.0.0.5", later).await,
             Err(ErrorCode::AgentInfoNotFound.into())
         );
         assert_eq!(
-            agent_info(&store, &opts, "10.9.9.9", now).await,
+            ask("10.9.9.9", now).await,
             Err(ErrorCode::AgentInfoNotFound.into())
+        );
+    }
+
+    #[tokio::test]
+    async fn agent_info_reuses_a_record_for_at_most_info_ttl_and_decides_online_at_the_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(&dir).await;
+        let opts = Options {
+            online_secs: 600,
+            time_format: Arc::new(|ms| format!("t{ms}")),
+            apps: AppSource::Supervisor,
+        };
+        let cache = InfoCache::default();
+        let t0 = Instant::now();
+        let now = 5_000_000;
+        let linked = |at| AgentRecord {
+            last_heartbeat_ms: at,
+            ..record("center@a", 0)
+        };
+        let hb_of = |v: Result<Value, ApiError>| v.map(|v| v["last_hb_time"].clone());
+        // Unknown: remembered as unknown within the TTL.
+        assert_eq!(
+            agent_info(&store, &opts, &cache, "10.0.0.5", (t0, now)).await,
+            Err(ErrorCode::AgentInfoNotFound.into())
+        );
+        store.record_agent(&linked(now)).await.unwrap();
+        let just_before = t0 + INFO_TTL - Duration::from_millis(1);
+        assert_eq!(
+            agent_info(&store, &opts, &cache, "10.0.0.5", (just_before, now)).await,
+            Err(ErrorCode::AgentInfoNotFound.into()),
+            "within the TTL the cached answer stands"
+        );
+        let t1 = t0 + INFO_TTL;
+        assert_eq!(
+            hb_of(agent_info(&store, &opts, &cache, "10.0.0.5", (t1, now)).await),
+            Ok(json!(format!("t{now}"))),
+            "after the TTL the store is read again"
+        );
+        // The agent unlinks and its last heartbeat ages: the cached record (linked) stands
+        // until the TTL, then the store's (unlinked, too old) says offline.
+        store.set_agent_connection("10.0.0.5", "").await.unwrap();
+        let much_later = now + 700_000;
+        assert!(
+            agent_info(&store, &opts, &cache, "10.0.0.5", (t1, much_later))
+                .await
+                .is_ok()
+        );
+        assert_eq!(
+            agent_info(
+                &store,
+                &opts,
+                &cache,
+                "10.0.0.5",
+                (t1 + INFO_TTL, much_later)
+            )
+            .await,
+            Err(ErrorCode::AgentInfoNotFound.into())
+        );
+    }
+
+    #[test]
+    fn the_info_cache_stays_within_its_capacity() {
+        let cache = InfoCache::default();
+        let t0 = Instant::now();
+        for i in 0..INFO_CAPACITY + 10 {
+            cache.put(&format!("ip{i}"), None, t0);
+            assert!(cache.entries.lock().unwrap().len() <= INFO_CAPACITY);
+        }
+        assert_eq!(
+            cache.get("ip3", t0),
+            None,
+            "cleared when full of live entries"
+        );
+        assert_eq!(
+            cache.get(&format!("ip{}", INFO_CAPACITY + 9), t0),
+            Some(None)
         );
     }
 

@@ -57,6 +57,23 @@ fn decode_apps(ip: &str, text: &str) -> Result<AppsWithErrors, Error> {
     })
 }
 
+/// Encodes the `apps` column of `r` with its install `errors` (see `AppsWithErrors`).
+fn encode_apps(r: &AgentRecord, errors: &BTreeMap<String, String>) -> Result<String, Error> {
+    if errors.is_empty() {
+        serde_json::to_string(&r.apps)
+    } else {
+        serde_json::to_string(&AppsWithErrors {
+            apps: r.apps.clone(),
+            errors: errors.clone(),
+        })
+    }
+    .map_err(|e| Error::Db(format!("agent {}: cannot encode apps: {e}", r.ip)))
+}
+
+/// The most rows one statement of [`Store::record_agents`] writes (7 parameters each, far
+/// under SQLite's limit of 32,766).
+const RECORD_CHUNK: usize = 500;
+
 fn agent_from_row(row: AgentRow) -> Result<AgentRecord, Error> {
     let (ip, asset, version, apps, connected_to, last_heartbeat_ms, first_seen_ms) = row;
     let apps = decode_apps(&ip, &apps)?.apps;
@@ -136,15 +153,7 @@ impl Store {
         errors: &BTreeMap<String, String>,
     ) -> Result<(), Error> {
         let _t = elves_telemetry::store_op("agent_record");
-        let apps = if errors.is_empty() {
-            serde_json::to_string(&r.apps)
-        } else {
-            serde_json::to_string(&AppsWithErrors {
-                apps: r.apps.clone(),
-                errors: errors.clone(),
-            })
-        }
-        .map_err(|e| Error::Db(format!("agent {}: cannot encode apps: {e}", r.ip)))?;
+        let apps = encode_apps(r, errors)?;
         sqlx::query(
             "INSERT INTO agents
                  (ip, asset, version, apps, connected_to, last_heartbeat_ms, first_seen_ms)
@@ -166,6 +175,61 @@ impl Store {
         .execute(&self.pool)
         .await
         .map_err(|e| Error::db("cannot record an agent", e))?;
+        Ok(())
+    }
+
+    /// Records many agents at once, in one transaction (the gateway's batched heartbeats):
+    /// each entry as [`Store::record_agent_with_errors`] would, with the same upsert rule
+    /// (`first_seen_ms` kept from the first insert). All or nothing. Written as multi-row
+    /// statements of at most [`RECORD_CHUNK`] rows, so a batch costs a few round trips to
+    /// SQLite rather than one per agent.
+    pub async fn record_agents(
+        &self,
+        batch: &[(AgentRecord, BTreeMap<String, String>)],
+    ) -> Result<(), Error> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let _t = elves_telemetry::store_op("agent_record_batch");
+        let mut encoded = Vec::with_capacity(batch.len());
+        for (r, errors) in batch {
+            encoded.push((r, encode_apps(r, errors)?));
+        }
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| Error::db("cannot begin to record agents", e))?;
+        for chunk in encoded.chunks(RECORD_CHUNK) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO agents
+                     (ip, asset, version, apps, connected_to, last_heartbeat_ms, first_seen_ms) ",
+            );
+            q.push_values(chunk, |mut b, (r, apps)| {
+                b.push_bind(&r.ip)
+                    .push_bind(&r.asset)
+                    .push_bind(&r.version)
+                    .push_bind(apps)
+                    .push_bind(&r.connected_to)
+                    .push_bind(r.last_heartbeat_ms)
+                    .push_bind(r.first_seen_ms);
+            });
+            q.push(
+                " ON CONFLICT (ip) DO UPDATE SET
+                     asset = excluded.asset,
+                     version = excluded.version,
+                     apps = excluded.apps,
+                     connected_to = excluded.connected_to,
+                     last_heartbeat_ms = excluded.last_heartbeat_ms",
+            );
+            q.build()
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| Error::db("cannot record agents", e))?;
+        }
+        tx.commit()
+            .await
+            .map_err(|e| Error::db("cannot commit recorded agents", e))?;
         Ok(())
     }
 
@@ -254,5 +318,55 @@ mod tests {
         assert_eq!(store.agent("10.0.0.1").await.unwrap(), Some(rec));
         assert!(store.agent_app_errors("10.0.0.1").await.unwrap().is_empty());
         assert!(store.agent_app_errors("10.9.9.9").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_batch_records_every_agent_in_several_chunks_and_keeps_first_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.path().join("a.db").display()))
+            .await
+            .unwrap();
+        let rec = |i: usize, at: i64| AgentRecord {
+            ip: format!("10.0.{}.{}", i / 250, i % 250 + 1),
+            asset: format!("a{i}"),
+            version: "1".into(),
+            apps: BTreeMap::from([("apps".into(), format!("{at}"))]),
+            connected_to: "c".into(),
+            last_heartbeat_ms: at,
+            first_seen_ms: at,
+        };
+        // Agent 0 exists before the batch: its first_seen_ms must survive.
+        store.record_agent(&rec(0, 1)).await.unwrap();
+        let n = RECORD_CHUNK * 2 + 7;
+        let batch: Vec<_> = (0..n)
+            .map(|i| {
+                let errors = if i == 3 {
+                    BTreeMap::from([("x".to_string(), "broken".to_string())])
+                } else {
+                    BTreeMap::new()
+                };
+                (rec(i, 50), errors)
+            })
+            .collect();
+        store.record_agents(&batch).await.unwrap();
+        store.record_agents(&[]).await.unwrap();
+        let all = store.agents().await.unwrap();
+        assert_eq!(all.len(), n);
+        let first = store.agent("10.0.0.1").await.unwrap().unwrap();
+        assert_eq!(
+            first,
+            AgentRecord {
+                first_seen_ms: 1,
+                ..rec(0, 50)
+            },
+            "every field but first_seen_ms takes the batch's value"
+        );
+        let last = rec(n - 1, 50);
+        assert_eq!(store.agent(&last.ip).await.unwrap(), Some(last));
+        assert_eq!(
+            store.agent_app_errors("10.0.0.4").await.unwrap(),
+            BTreeMap::from([("x".to_string(), "broken".to_string())])
+        );
+        assert!(store.agent_app_errors("10.0.0.5").await.unwrap().is_empty());
     }
 }
