@@ -412,7 +412,7 @@ impl Agent {
     async fn recover(self: Arc<Self>) {
         for rec in self.journal.all() {
             if self.spool.contains(&rec.run_id) {
-                self.journal.finish(&rec.run_id);
+                self.journal.finish(&rec);
                 continue;
             }
             match crate::runs::classify(&self.exec, &self.journal, &rec) {
@@ -472,7 +472,7 @@ impl Agent {
             .expect("running poisoned")
             .remove(&rec.run_id);
         match spooled {
-            Ok(()) => self.journal.finish(&rec.run_id),
+            Ok(()) => self.journal.finish(rec),
             Err(e) => {
                 tracing::error!(run_id = %rec.run_id, error = %e, "cannot spool a result; sending it unspooled");
             }
@@ -589,8 +589,11 @@ impl Agent {
             began_unix_ms: crate::runs::unix_ms(),
             pid: None,
             start_ticks: None,
+            slot: None,
         };
-        let outcome = match (self.journal.begin(&rec), self.journal.files(&run_id)) {
+        let begun = self.journal.begin(&mut rec);
+        let files = self.journal.files(&rec);
+        let outcome = match (begun, files) {
             (Ok(()), Some(files)) => {
                 let journal = &self.journal;
                 self.exec
