@@ -119,7 +119,10 @@ fn slot_name(n: u32, ext: &str) -> String {
 
 /// The slot number of a record file name `slot-{n}.json`.
 fn slot_of(name: &str) -> Option<u32> {
-    name.strip_prefix("slot-")?.strip_suffix(".json")?.parse().ok()
+    name.strip_prefix("slot-")?
+        .strip_suffix(".json")?
+        .parse()
+        .ok()
 }
 
 /// The directory of run records.
@@ -562,7 +565,11 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(left, ["slot-3.json"], "the slot's record is emptied, not removed");
+        assert_eq!(
+            left,
+            ["slot-3.json"],
+            "the slot's record is emptied, not removed"
+        );
         assert_eq!(std::fs::read(dir.path().join("slot-3.json")).unwrap(), b"");
     }
 }

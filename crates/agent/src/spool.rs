@@ -163,7 +163,10 @@ fn parse_file(bytes: &[u8]) -> Option<Vec<Spooled>> {
 
 /// The sequence number of a batch file name `batch-{seq}.json`.
 fn batch_seq(name: &str) -> Option<u64> {
-    name.strip_prefix("batch-")?.strip_suffix(".json")?.parse().ok()
+    name.strip_prefix("batch-")?
+        .strip_suffix(".json")?
+        .parse()
+        .ok()
 }
 
 impl Spool {
@@ -199,7 +202,10 @@ impl Spool {
         files.sort();
         let mut index = Index::default();
         for (_, _, name) in files {
-            match std::fs::read(dir.join(&name)).ok().and_then(|b| parse_file(&b)) {
+            match std::fs::read(dir.join(&name))
+                .ok()
+                .and_then(|b| parse_file(&b))
+            {
                 Some(results) if !results.is_empty() => {
                     for old in index.add(name, results.into_iter().map(|r| r.run_id)) {
                         let _ = std::fs::remove_file(dir.join(old));
@@ -208,7 +214,9 @@ impl Spool {
                 Some(_) => {
                     let _ = std::fs::remove_file(dir.join(&name));
                 }
-                None => tracing::error!(file = %dir.join(&name).display(), "unreadable spool file skipped"),
+                None => {
+                    tracing::error!(file = %dir.join(&name).display(), "unreadable spool file skipped")
+                }
             }
         }
         index.next = index.next.max(last_seq + 1);
@@ -418,7 +426,11 @@ mod tests {
         assert_eq!(again.get("00000000000000A1"), None);
         again.remove("00000000000000A2");
         assert!(again.all().is_empty());
-        assert_eq!(files(&dir.path().join("spool")), 0, "acknowledged files are removed");
+        assert_eq!(
+            files(&dir.path().join("spool")),
+            0,
+            "acknowledged files are removed"
+        );
     }
 
     #[tokio::test]
