@@ -159,7 +159,7 @@ impl Agent {
     /// Connects, serves and reconnects until `cancel` fires.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         // Runs a previous agent left behind, before any link: a redelivery finds them.
-        self.clone().recover();
+        self.clone().recover().await;
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
         loop {
             let end = tokio::select! {
@@ -409,16 +409,16 @@ impl Agent {
 
     /// Takes back the runs of the journal: spooled ones are forgotten, ended ones spooled,
     /// running workers adopted (see [`crate::runs`]).
-    fn recover(self: Arc<Self>) {
+    async fn recover(self: Arc<Self>) {
         for rec in self.journal.all() {
-            if self.spool.get(&rec.run_id).is_some() {
-                self.journal.finish(&rec.run_id);
+            if self.spool.contains(&rec.run_id) {
+                self.journal.finish(&rec);
                 continue;
             }
             match crate::runs::classify(&self.exec, &self.journal, &rec) {
                 Found::NeverStarted(o) | Found::Ended(o) => {
                     tracing::info!(run_id = %rec.run_id, flag = o.flag, "run of a previous agent collected");
-                    self.settle(&rec, o);
+                    self.settle(&rec, o).await;
                 }
                 Found::Running { pid, start_ticks } => {
                     tracing::info!(run_id = %rec.run_id, pid, "worker of a previous agent adopted");
@@ -438,7 +438,7 @@ impl Agent {
                             token,
                         )
                         .await;
-                        let msg = me.settle(&rec, o);
+                        let msg = me.settle(&rec, o).await;
                         me.send_now(&rec.run_id, msg, None).await;
                     });
                 }
@@ -449,7 +449,7 @@ impl Agent {
     /// An asynchronous run ended: its result goes to the spool, then the run leaves the
     /// journal (unless it could not be spooled) and the running set. Returns the message to
     /// send.
-    fn settle(&self, rec: &Record, o: Outcome) -> AgentMessage {
+    async fn settle(&self, rec: &Record, o: Outcome) -> AgentMessage {
         let done = Spooled {
             run_id: rec.run_id.clone(),
             id: rec.id.clone(),
@@ -466,13 +466,13 @@ impl Agent {
             result: o.message,
         };
         // Written before it is sent; removed when the center acknowledges it.
-        let spooled = self.spool.put(&done);
+        let spooled = self.spool.put(&done).await;
         self.running
             .lock()
             .expect("running poisoned")
             .remove(&rec.run_id);
         match spooled {
-            Ok(()) => self.journal.finish(&rec.run_id),
+            Ok(()) => self.journal.finish(rec),
             Err(e) => {
                 tracing::error!(run_id = %rec.run_id, error = %e, "cannot spool a result; sending it unspooled");
             }
@@ -589,8 +589,11 @@ impl Agent {
             began_unix_ms: crate::runs::unix_ms(),
             pid: None,
             start_ticks: None,
+            slot: None,
         };
-        let outcome = match (self.journal.begin(&rec), self.journal.files(&run_id)) {
+        let begun = self.journal.begin(&mut rec);
+        let files = self.journal.files(&rec);
+        let outcome = match (begun, files) {
             (Ok(()), Some(files)) => {
                 let journal = &self.journal;
                 self.exec
@@ -610,7 +613,7 @@ impl Agent {
         );
         // Dashboard record, and a mode "P" run's delivery to the app's processor.
         self.hooks.finished(&job, &rec.ip, &outcome);
-        let msg = self.settle(&rec, outcome);
+        let msg = self.settle(&rec, outcome).await;
         self.send_now(&run_id, msg, Some(&tx)).await;
     }
 }

@@ -3,16 +3,20 @@
 //! starts again (agent-protocol §6: a result reaches the center exactly once, and a run is
 //! never run twice).
 //!
-//! Per run id, in `{data_dir}/runs/`: `{RUN}.json` (the [`Record`]: the job, then the worker's
-//! pid and process start time once it started), `{RUN}.out` and `{RUN}.err` (the worker's
-//! stdout and stderr, see [`crate::exec::Executor::run_to_files`]).
+//! Per run in progress, in `{data_dir}/runs/`, a **slot** `n`: `slot-{n}.json` (the
+//! [`Record`]: the job, then the worker's pid and process start time once it started),
+//! `slot-{n}.out` and `slot-{n}.err` (the worker's stdout and stderr, see
+//! [`crate::exec::Executor::run_to_files`]). Slot files are kept and rewritten in place by
+//! later runs (see [`Journal`]).
 //!
 //! # The life of a run
 //!
-//! 1. [`Journal::begin`] writes the record (no pid yet) — before the spawn.
-//! 2. The worker starts; [`Journal::started`] rewrites the record with its pid and start time.
+//! 1. [`Journal::begin`] takes a free slot and writes the record (no pid yet) — before the
+//!    spawn.
+//! 2. The worker starts; [`Journal::started`] rewrites the record with its pid and start time
+//!    (one write over the old one).
 //! 3. The worker ends; the agent writes the result to the [spool](crate::spool) and only
-//!    then [`Journal::finish`]es the run (record and output files removed).
+//!    then [`Journal::finish`]es the run (record and output files emptied, slot freed).
 //!
 //! # Recovery ([`recover`]), for each record left by an agent that died
 //!
@@ -28,7 +32,9 @@
 //! answer in stdout decides (markers present → their flag; missing → the usual flag -1
 //! "output flag/result error").
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use elves_types::Id;
@@ -65,6 +71,10 @@ pub struct Record {
     /// The worker's start time (`/proc/PID/stat` field 22, clock ticks after boot), which
     /// tells the worker apart from a later process that got the same pid.
     pub start_ticks: Option<u64>,
+    /// The journal slot whose files the run uses (`None`: the older layout, files named by
+    /// the run id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<u32>,
 }
 
 /// Unix ms now.
@@ -98,53 +108,144 @@ pub fn still_runs(pid: i32, start_ticks: u64) -> bool {
     matches!(proc_stat(pid), Some((state, start)) if start == start_ticks && state != 'Z')
 }
 
+/// How many slots keep their files for the next run; a run in a slot beyond removes its
+/// files when it ends.
+pub const KEPT_SLOTS: u32 = 1024;
+
+/// The files of slot `n`: record, stdout, stderr.
+fn slot_name(n: u32, ext: &str) -> String {
+    format!("slot-{n}.{ext}")
+}
+
+/// The slot number of a record file name `slot-{n}.json`.
+fn slot_of(name: &str) -> Option<u32> {
+    name.strip_prefix("slot-")?
+        .strip_suffix(".json")?
+        .parse()
+        .ok()
+}
+
 /// The directory of run records.
+///
+/// Each run in progress holds a **slot**: `slot-{n}.json` (its record), `slot-{n}.out` and
+/// `slot-{n}.err`. A slot's files are kept and rewritten in place by the next run that takes
+/// the slot (an empty record file is a free slot), because creating a file costs far more than
+/// rewriting one on a file system that has just deleted many (ext4 searches for an inode that
+/// was not freed recently). Records of the older layout (`{RUN}.json`, `.out`, `.err`) are
+/// still read and removed.
 #[derive(Clone, Debug)]
 pub struct Journal {
     dir: PathBuf,
+    /// Free slots (lowest first) and the next never-used slot number.
+    slots: Arc<Mutex<(BTreeSet<u32>, u32)>>,
 }
 
 impl Journal {
-    /// Opens (creating, mode 0700) the journal directory.
+    /// Opens (creating, mode 0700) the journal directory; slots whose record file is empty
+    /// are free.
     pub fn open(dir: &Path) -> std::io::Result<Journal> {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)?;
+        let mut free = BTreeSet::new();
+        let mut next = 0;
+        for e in std::fs::read_dir(dir)?.filter_map(Result::ok) {
+            let name = e.file_name();
+            let Some(n) = name.to_str().and_then(slot_of) else {
+                continue;
+            };
+            next = next.max(n.saturating_add(1));
+            if e.metadata().is_ok_and(|m| m.len() == 0) {
+                free.insert(n);
+            }
+        }
+        // Numbers below `next` that have no record file at all are free too.
+        for n in 0..next {
+            if !dir.join(slot_name(n, "json")).exists() {
+                free.insert(n);
+            }
+        }
         Ok(Journal {
             dir: dir.to_owned(),
+            slots: Arc::new(Mutex::new((free, next))),
         })
     }
 
-    /// The file of a run with this extension; `None` for a run id that is not an Elves id
-    /// (never a path).
-    fn path(&self, run_id: &str, ext: &str) -> Option<PathBuf> {
-        Id::parse(run_id).map(|id| self.dir.join(format!("{id}.{ext}")))
+    fn slots(&self) -> std::sync::MutexGuard<'_, (BTreeSet<u32>, u32)> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The record file of a run: its slot's, or (older layout) one named by its run id;
+    /// `None` for a run id that is not an Elves id (never a path).
+    fn record_path(&self, r: &Record) -> Option<PathBuf> {
+        let id = Id::parse(&r.run_id)?;
+        Some(match r.slot {
+            Some(n) => self.dir.join(slot_name(n, "json")),
+            None => self.dir.join(format!("{id}.json")),
+        })
     }
 
     /// Where the run's worker writes its stdout and stderr.
-    pub fn files(&self, run_id: &str) -> Option<RunFiles> {
-        Some(RunFiles {
-            out: self.path(run_id, "out")?,
-            err: self.path(run_id, "err")?,
+    pub fn files(&self, r: &Record) -> Option<RunFiles> {
+        let id = Id::parse(&r.run_id)?;
+        Some(match r.slot {
+            Some(n) => RunFiles {
+                out: self.dir.join(slot_name(n, "out")),
+                err: self.dir.join(slot_name(n, "err")),
+            },
+            None => RunFiles {
+                out: self.dir.join(format!("{id}.out")),
+                err: self.dir.join(format!("{id}.err")),
+            },
         })
     }
 
-    /// Writes the record (written to a temporary file, then renamed into place). Not synced:
-    /// the journal protects against the agent's death, not the machine's.
+    /// Writes the record over its file's start, in one write, padded with blanks to at least
+    /// the length already there (so no truncation is needed and no state in between is
+    /// visible to an agent that dies). Not synced: the journal protects against the agent's
+    /// death, not the machine's.
     fn write(&self, r: &Record) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
         let path = self
-            .path(&r.run_id, "json")
+            .record_path(r)
             .ok_or_else(|| std::io::Error::other("invalid run id"))?;
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(r)?)?;
-        std::fs::rename(&tmp, &path)
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        let mut bytes = serde_json::to_vec(r)?;
+        let len = f.metadata()?.len();
+        if (bytes.len() as u64) < len {
+            bytes.resize(usize::try_from(len).unwrap_or(bytes.len()), b' ');
+        }
+        f.write_all_at(&bytes, 0)
     }
 
-    /// Records a run before its worker starts.
-    pub fn begin(&self, r: &Record) -> std::io::Result<()> {
-        self.write(r)
+    /// Records a run before its worker starts, in a free slot (noted in `r`).
+    pub fn begin(&self, r: &mut Record) -> std::io::Result<()> {
+        if Id::parse(&r.run_id).is_none() {
+            return Err(std::io::Error::other("invalid run id"));
+        }
+        let n = {
+            let mut slots = self.slots();
+            match slots.0.pop_first() {
+                Some(n) => n,
+                None => {
+                    let n = slots.1;
+                    slots.1 = n.saturating_add(1);
+                    n
+                }
+            }
+        };
+        r.slot = Some(n);
+        self.write(r).inspect_err(|_| {
+            // Not recorded: the slot is someone else's to take.
+            r.slot = None;
+            self.release(n);
+        })
     }
 
     /// Records the worker's pid and start time.
@@ -154,11 +255,43 @@ impl Journal {
         self.write(r)
     }
 
-    /// Forgets a run whose result is spooled.
-    pub fn finish(&self, run_id: &str) {
-        for ext in ["json", "out", "err"] {
-            if let Some(p) = self.path(run_id, ext) {
-                let _ = std::fs::remove_file(p);
+    fn release(&self, n: u32) {
+        self.slots().0.insert(n);
+    }
+
+    /// Forgets a run whose result is spooled: its slot's files are emptied and the slot freed
+    /// (files removed beyond [`KEPT_SLOTS`] and in the older layout).
+    pub fn finish(&self, r: &Record) {
+        let (Some(record), Some(files)) = (self.record_path(r), self.files(r)) else {
+            return;
+        };
+        match r.slot {
+            Some(n) if n < KEPT_SLOTS => {
+                // The record first: once it is empty the slot is free, whatever its output
+                // files still hold.
+                if std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&record)
+                    .and_then(|f| f.set_len(0))
+                    .is_err()
+                {
+                    let _ = std::fs::remove_file(&record);
+                }
+                for p in [&files.out, &files.err] {
+                    let _ = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(p)
+                        .and_then(|f| f.set_len(0));
+                }
+                self.release(n);
+            }
+            _ => {
+                for p in [&record, &files.out, &files.err] {
+                    let _ = std::fs::remove_file(p);
+                }
+                if let Some(n) = r.slot {
+                    self.release(n);
+                }
             }
         }
     }
@@ -178,13 +311,27 @@ impl Journal {
             if out.len() >= MAX_RECORDS {
                 break;
             }
-            match std::fs::read(&p).map(|b| serde_json::from_slice::<Record>(&b)) {
-                Ok(Ok(r)) if self.path(&r.run_id, "json").as_deref() == Some(p.as_path()) => {
+            let slot = p.file_name().and_then(|n| n.to_str()).and_then(slot_of);
+            let bytes = match std::fs::read(&p) {
+                Ok(b) if b.is_empty() && slot.is_some() => continue, // a free slot
+                Ok(b) => b,
+                Err(_) => Vec::new(),
+            };
+            match serde_json::from_slice::<Record>(&bytes) {
+                Ok(r) if r.slot == slot && self.record_path(&r).as_deref() == Some(p.as_path()) => {
                     out.push(r)
                 }
                 _ => {
                     tracing::error!(file = %p.display(), "unreadable run record removed");
-                    let _ = std::fs::remove_file(&p);
+                    match slot {
+                        // Emptied, not removed: the slot is free again.
+                        Some(_) => {
+                            let _ = std::fs::write(&p, b"");
+                        }
+                        None => {
+                            let _ = std::fs::remove_file(&p);
+                        }
+                    }
                 }
             }
         }
@@ -205,7 +352,7 @@ pub enum Found {
 /// Classifies a record left by a previous agent (the spool was checked first).
 pub fn classify(exec: &Executor, journal: &Journal, r: &Record) -> Found {
     let costtime = (unix_ms() - r.began_unix_ms).max(0);
-    let (Some(pid), Some(files)) = (r.pid, journal.files(&r.run_id)) else {
+    let (Some(pid), Some(files)) = (r.pid, journal.files(r)) else {
         return Found::NeverStarted(Outcome::fail(
             "app exec error : the agent stopped while starting the worker",
             0,
@@ -246,7 +393,7 @@ pub async fn adopt(
     cancel: CancellationToken,
 ) -> Outcome {
     let cap = exec.config().output_cap;
-    let Some(files) = journal.files(&r.run_id) else {
+    let Some(files) = journal.files(r) else {
         return Outcome::fail("app exec error : invalid run id", 0);
     };
     let deadline = (r.timeout > 0).then(|| {
@@ -326,25 +473,68 @@ mod tests {
             began_unix_ms: 1,
             pid: None,
             start_ticks: None,
+            slot: None,
         }
     }
 
     #[test]
-    fn records_survive_reopening_until_finished() {
+    fn records_survive_reopening_until_finished_and_slots_are_reused() {
         let dir = tempfile::tempdir().unwrap();
-        let j = Journal::open(&dir.path().join("runs")).unwrap();
+        let runs = dir.path().join("runs");
+        let j = Journal::open(&runs).unwrap();
         let mut r = record("00000000000000A1");
-        j.begin(&r).unwrap();
-        j.started(&mut r, std::process::id() as i32).unwrap();
-        std::fs::write(&j.files(&r.run_id).unwrap().out, b"x").unwrap();
-        let again = Journal::open(&dir.path().join("runs")).unwrap();
-        assert_eq!(again.all(), vec![r.clone()]);
-        again.finish(&r.run_id);
-        assert!(again.all().is_empty());
+        j.begin(&mut r).unwrap();
+        assert_eq!(r.slot, Some(0));
+        // A pid shorter than the `null` it replaces: the record stays whole.
+        j.started(&mut r, 7).unwrap();
+        assert_eq!(r.pid, Some(7));
+        std::fs::write(&j.files(&r).unwrap().out, b"x").unwrap();
+        let mut other = record("00000000000000A2");
+        j.begin(&mut other).unwrap();
+        assert_eq!(other.slot, Some(1));
+
+        let again = Journal::open(&runs).unwrap();
+        let mut found = again.all();
+        found.sort_by(|a, b| a.run_id.cmp(&b.run_id));
+        assert_eq!(found, vec![r.clone(), other.clone()]);
+        again.finish(&r);
+        assert_eq!(again.all(), vec![other.clone()]);
+        assert_eq!(std::fs::read(j.files(&r).unwrap().out).unwrap(), b"");
+        // The freed slot is taken again, its files rewritten in place; a restart sees the
+        // same free slots.
+        let reopened = Journal::open(&runs).unwrap();
+        let mut third = record("00000000000000A3");
+        reopened.begin(&mut third).unwrap();
+        assert_eq!(third.slot, Some(0));
+        let mut fourth = record("00000000000000A4");
+        reopened.begin(&mut fourth).unwrap();
+        assert_eq!(fourth.slot, Some(2));
+        for done in [&other, &third, &fourth] {
+            reopened.finish(done);
+        }
+        assert!(reopened.all().is_empty());
+    }
+
+    #[test]
+    fn records_of_the_older_layout_are_read_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = record("00000000000000C1");
+        r.pid = Some(4242);
+        std::fs::write(
+            dir.path().join("00000000000000C1.json"),
+            serde_json::to_vec(&r).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("00000000000000C1.out"), b"out").unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        assert_eq!(j.all(), vec![r.clone()]);
         assert_eq!(
-            std::fs::read_dir(dir.path().join("runs")).unwrap().count(),
-            0
+            std::fs::read(j.files(&r).unwrap().out).unwrap(),
+            b"out",
+            "its output is where it was"
         );
+        j.finish(&r);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]
@@ -352,8 +542,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open(dir.path()).unwrap();
         for bad in ["../x", "", "00000000000000A1/.."] {
-            assert!(j.begin(&record(bad)).is_err(), "{bad:?}");
-            assert!(j.files(bad).is_none());
+            assert!(j.begin(&mut record(bad)).is_err(), "{bad:?}");
+            assert!(j.files(&record(bad)).is_none());
         }
         std::fs::write(dir.path().join("00000000000000B1.json"), b"{not json").unwrap();
         // A record whose name is not its run id is not trusted either.
@@ -362,7 +552,24 @@ mod tests {
             serde_json::to_vec(&record("00000000000000B3")).unwrap(),
         )
         .unwrap();
+        // Nor one in a slot it does not name.
+        let mut wrong = record("00000000000000B4");
+        wrong.slot = Some(9);
+        std::fs::write(
+            dir.path().join("slot-3.json"),
+            serde_json::to_vec(&wrong).unwrap(),
+        )
+        .unwrap();
         assert!(j.all().is_empty());
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            left,
+            ["slot-3.json"],
+            "the slot's record is emptied, not removed"
+        );
+        assert_eq!(std::fs::read(dir.path().join("slot-3.json")).unwrap(), b"");
     }
 }

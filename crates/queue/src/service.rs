@@ -11,7 +11,10 @@
 //!   that are dropped and reloaded when needed); the store stays the source of truth.
 //! * Results come back as [`TaskResult`] calls; answering `Ok` tells the agent it may forget
 //!   its spooled copy, so a result is acknowledged only once it is stored. A result for an
-//!   unknown or already settled run changes nothing (de-duplication by run id).
+//!   unknown or already settled run changes nothing (de-duplication by run id). Results of
+//!   one queue that arrive while its previous transition is being saved wait in the queue's
+//!   inbox and are then stored together, in one transition and one transaction (group
+//!   commit), each answered only after that save.
 //! * Reconciliation: at start and then periodically, every task still `running` is offered to
 //!   its agent again under the same run id (`redelivery`); the agent runs it only if it never
 //!   got it, and otherwise re-sends its spooled result. Nothing is dispatched twice and
@@ -118,6 +121,16 @@ struct Inner {
     slots: Mutex<HashMap<Id, Slot>>,
     /// Run id → queue id of the runs dispatched by this process.
     runs: Mutex<HashMap<Id, Id>>,
+    /// Per queue, the results waiting to be stored (see [`Inner::store_results`]).
+    inbox: Mutex<HashMap<Id, Vec<Arrived>>>,
+}
+
+/// A result waiting in its queue's inbox, and where to answer once it is stored.
+struct Arrived {
+    run_id: Id,
+    /// `None`: the run could not be delivered.
+    result: Option<TaskResult>,
+    done: tokio::sync::oneshot::Sender<Result<(), ApiError>>,
 }
 
 fn store_err(e: elves_store::Error) -> ApiError {
@@ -242,6 +255,7 @@ impl Service {
             started_ms: SystemClock.now_ms(),
             slots: Mutex::new(HashMap::new()),
             runs: Mutex::new(HashMap::new()),
+            inbox: Mutex::new(HashMap::new()),
         });
         elves_bus::serve_methods!(inner.bus, inner;
             CreateQueue => create,
@@ -308,10 +322,20 @@ impl Inner {
     async fn transact<R>(
         &self,
         id: Id,
-        mut f: impl FnMut(&mut Loaded, i64) -> Result<(R, Vec<Effect>), ApiError>,
+        f: impl FnMut(&mut Loaded, i64) -> Result<(R, Vec<Effect>), ApiError>,
     ) -> Result<(R, Vec<Planned>), ApiError> {
         let slot = self.slot_of(id);
         let mut guard = slot.lock().await;
+        self.transact_locked(id, &mut guard, f).await
+    }
+
+    /// [`Inner::transact`] with the queue's slot already locked.
+    async fn transact_locked<R>(
+        &self,
+        id: Id,
+        guard: &mut Option<Loaded>,
+        mut f: impl FnMut(&mut Loaded, i64) -> Result<(R, Vec<Effect>), ApiError>,
+    ) -> Result<(R, Vec<Planned>), ApiError> {
         for attempt in 0..SAVE_RETRIES {
             // Taken out: put back only after a successful save (or a refused command, which
             // changes nothing).
@@ -603,21 +627,74 @@ impl Inner {
             }),
             Err(_) => None,
         };
-        let (_, planned) = self
-            .transact(qid, |l, _| match &result {
-                Some(r) => Ok(((), l.queue.on_result(run_id, r.clone(), &mut Id::random))),
-                None => {
-                    l.queue.on_delivery_failed(run_id);
-                    Ok(((), Vec::new()))
-                }
-            })
-            .await?;
-        self.runs
+        // Into the queue's inbox; whoever holds the queue next stores every result waiting
+        // there in one transaction (group commit) and answers each.
+        let (done, stored) = tokio::sync::oneshot::channel();
+        self.inbox
             .lock()
-            .expect("queue runs poisoned")
-            .remove(&run_id);
-        self.dispatch(planned);
-        Ok(())
+            .expect("queue inbox poisoned")
+            .entry(qid)
+            .or_default()
+            .push(Arrived {
+                run_id,
+                result,
+                done,
+            });
+        self.store_results(qid).await;
+        stored
+            .await
+            .unwrap_or_else(|_| Err(ApiError::internal("the result was not stored")))
+    }
+
+    /// Stores the results waiting in the queue's inbox in one transaction, then answers each
+    /// (`Ok` once stored) and dispatches what they unblocked. Nothing to do when another call
+    /// took them first.
+    async fn store_results(&self, qid: Id) {
+        let slot = self.slot_of(qid);
+        let mut guard = slot.lock().await;
+        let batch = self
+            .inbox
+            .lock()
+            .expect("queue inbox poisoned")
+            .remove(&qid)
+            .unwrap_or_default();
+        if batch.is_empty() {
+            return;
+        }
+        let saved = self
+            .transact_locked(qid, &mut guard, |l, _| {
+                let mut effects = Vec::new();
+                for a in &batch {
+                    match &a.result {
+                        Some(r) => {
+                            effects.extend(l.queue.on_result(a.run_id, r.clone(), &mut Id::random))
+                        }
+                        None => l.queue.on_delivery_failed(a.run_id),
+                    }
+                }
+                Ok(((), effects))
+            })
+            .await;
+        drop(guard);
+        match saved {
+            Ok(((), planned)) => {
+                {
+                    let mut runs = self.runs.lock().expect("queue runs poisoned");
+                    for a in &batch {
+                        runs.remove(&a.run_id);
+                    }
+                }
+                for a in batch {
+                    let _ = a.done.send(Ok(()));
+                }
+                self.dispatch(planned);
+            }
+            Err(e) => {
+                for a in batch {
+                    let _ = a.done.send(Err(e.clone()));
+                }
+            }
+        }
     }
 
     /// An agent linked: offer it its running tasks again at once.

@@ -20,6 +20,7 @@ const WAIT: Duration = Duration::from_secs(5);
 
 struct World {
     bus: Bus,
+    store: Store,
     jobs: mpsc::Receiver<AsyncJob>,
     _cancel: tokio_util::sync::DropGuard,
     _dir: tempfile::TempDir,
@@ -39,9 +40,10 @@ async fn world(opts: elves_queue::Options) -> World {
         }
     });
     let cancel = CancellationToken::new();
-    elves_queue::Service::start(opts, &bus, store, cancel.clone());
+    elves_queue::Service::start(opts, &bus, store.clone(), cancel.clone());
     World {
         bus,
+        store,
         jobs,
         _cancel: cancel.drop_guard(),
         _dir: dir,
@@ -287,5 +289,50 @@ async fn results_drive_a_chain_to_its_end_and_duplicates_change_nothing() {
             .await
             .is_err(),
         "no task dispatched twice"
+    );
+}
+
+#[tokio::test]
+async fn a_burst_of_results_is_stored_whole_before_it_is_answered() {
+    let mut w = world(elves_queue::Options::default()).await;
+    let tasks: Vec<(&str, &str, Option<usize>)> = (0..60)
+        .map(|i| (if i % 2 == 0 { "10.0.0.1" } else { "10.0.0.2" }, "NP", None))
+        .collect();
+    let (q, ids) = w.queue(&tasks).await;
+    let mut jobs = Vec::new();
+    for _ in &ids {
+        jobs.push(w.next_job().await);
+    }
+    // Every result at once, each twice (an agent re-sends until acknowledged): they are
+    // stored in as few transactions as arrive together, and each call answers only then.
+    let calls = jobs.iter().flat_map(|job| {
+        let done = TaskResult(Done {
+            run_id: job.run_id,
+            id: job.instruct.id,
+            outcome: Ok(WorkerOutcome {
+                flag: 1,
+                message: format!("r-{}", job.instruct.id),
+                costtime_ms: 1,
+            }),
+        });
+        [done.clone(), done].map(|d| w.bus.call(d, WAIT))
+    });
+    for answer in futures::future::join_all(calls).await {
+        assert_eq!(answer.unwrap(), Ok(()));
+    }
+    // Read from the store itself, not from the module's copy.
+    let (row, stored) = w.store.queue(&q).await.unwrap().unwrap();
+    assert_eq!(row.status, "finish");
+    assert_eq!(stored.len(), ids.len());
+    for t in &stored {
+        assert_eq!(t.status, "finish", "task {}", t.id);
+        assert_eq!(t.worker_flag, Some(1));
+        assert_eq!(t.worker_message, format!("r-{}", t.id));
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), w.jobs.recv())
+            .await
+            .is_err(),
+        "nothing dispatched again"
     );
 }
