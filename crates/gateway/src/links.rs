@@ -11,6 +11,21 @@ use elves_types::Id;
 use crate::desired::Sent;
 use tokio::sync::{mpsc, oneshot};
 
+/// How long a job or a cancel waits for room on a full link before it is refused: a burst
+/// larger than the link's buffer (a flat queue of thousands of tasks on one agent) is held back
+/// while the agent drains it, instead of failing with 410.1.
+pub const LINK_FULL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Queues `msg` on a link, waiting up to `wait` for room; false when the link is closed or
+/// stays full that long.
+pub async fn deliver(
+    tx: &mpsc::Sender<CenterMessage>,
+    msg: CenterMessage,
+    wait: std::time::Duration,
+) -> bool {
+    tx.send_timeout(msg, wait).await.is_ok()
+}
+
 /// One live link.
 #[derive(Clone)]
 pub struct Link {
@@ -216,5 +231,41 @@ mod tests {
         assert_eq!(links.get("10.0.0.1").map(|l| l.conn), Some(new));
         assert!(links.detach("10.0.0.1", new));
         assert!(links.get("10.0.0.1").is_none());
+    }
+
+    fn cancel_msg() -> CenterMessage {
+        CenterMessage {
+            body: Some(elves_proto::center_message::Body::Cancel(
+                elves_proto::Cancel { run_id: "r".into() },
+            )),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_link_holds_a_message_back_until_room_or_the_wait_ends() {
+        let wait = LINK_FULL_WAIT;
+        // Room frees up before the wait ends: delivered.
+        let (tx, mut rx) = mpsc::channel(1);
+        assert!(deliver(&tx, cancel_msg(), wait).await);
+        tokio::spawn(async move {
+            tokio::time::sleep(wait / 2).await;
+            while rx.recv().await.is_some() {}
+        });
+        assert!(
+            deliver(&tx, cancel_msg(), wait).await,
+            "held back, then sent"
+        );
+        // Nobody reads: refused after the wait, not before.
+        let (tx, _rx) = mpsc::channel(1);
+        assert!(deliver(&tx, cancel_msg(), wait).await);
+        let started = tokio::time::Instant::now();
+        assert!(!deliver(&tx, cancel_msg(), wait).await);
+        assert_eq!(started.elapsed(), wait);
+        // A closed link: refused at once.
+        let (tx, rx) = mpsc::channel(1);
+        drop(rx);
+        let started = tokio::time::Instant::now();
+        assert!(!deliver(&tx, cancel_msg(), wait).await);
+        assert_eq!(started.elapsed(), std::time::Duration::ZERO);
     }
 }

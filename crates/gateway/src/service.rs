@@ -187,9 +187,9 @@ impl State {
         let waiter = d
             .sync
             .then(|| self.links.wait_for(d.run_id, &ip, link.conn));
-        if link.tx.try_send(msg).is_err() {
+        if !crate::links::deliver(&link.tx, msg, crate::links::LINK_FULL_WAIT).await {
             self.links.forget(&d.run_id);
-            tracing::warn!(%ip, run_id = %d.run_id, "dispatch failed: the agent's link is full or closed");
+            tracing::warn!(%ip, run_id = %d.run_id, "dispatch failed: the agent's link stayed full or closed");
             return Err(ErrorCode::SendJobFail.into());
         }
         let Some(waiter) = waiter else {
@@ -225,7 +225,7 @@ impl State {
                 run_id: c.run_id.to_string(),
             })),
         };
-        if link.tx.try_send(msg).is_err() {
+        if !crate::links::deliver(&link.tx, msg, crate::links::LINK_FULL_WAIT).await {
             self.links.forget_cancel(&c.run_id);
             return Err(ErrorCode::SendJobFail.into());
         }
