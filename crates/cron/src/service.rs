@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::firer::{Limits, Misfire};
 use crate::firing::{self, Command, Dispatch, FiringOptions};
+use crate::gate::{Change, Gate};
 
 /// How many unfinished runs are offered to their agents again at start.
 const REDELIVER_LIMIT: i64 = 10_000;
@@ -73,6 +74,11 @@ struct Inner {
     clock: Arc<dyn Clock>,
     commands: mpsc::Sender<Command>,
     results: mpsc::Sender<PendingResult>,
+    /// Tells the firer, before `start`/`stop`/`delete` answer, that a cron changed (see
+    /// [`crate::gate`]).
+    gate: Arc<Gate>,
+    /// One start/stop/delete at a time, so the gate learns changes in their store order.
+    operating: tokio::sync::Mutex<()>,
 }
 
 /// How many results wait for the result writer at most (the scheduler waits beyond that).
@@ -176,6 +182,8 @@ impl Service {
             clock,
             commands: tx,
             results,
+            gate: Arc::new(Gate::new()),
+            operating: tokio::sync::Mutex::new(()),
         });
         elves_bus::serve_methods!(inner.bus, inner;
             AddCron => add,
@@ -197,6 +205,7 @@ impl Service {
             },
             history: i64::from(o.history.max(1)),
             default_tz: o.default_tz.clone(),
+            ..FiringOptions::default()
         };
         let bus = inner.bus.clone();
         let dispatch = move |d: Dispatch| {
@@ -216,6 +225,7 @@ impl Service {
             fopts,
             ledger,
             inner.clock.clone(),
+            inner.gate.clone(),
             rx,
             dispatch,
             cancel,
@@ -279,6 +289,7 @@ impl Inner {
     async fn operate(&self, m: OperateCron) -> Result<(), ApiError> {
         let id = Id::parse(m.cron_id.trim()).ok_or(ErrorCode::CronNotFound)?;
         let key = id.to_string();
+        let _one_at_a_time = self.operating.lock().await;
         match m.action {
             CronAction::Start | CronAction::Stop => {
                 let start = m.action == CronAction::Start;
@@ -290,6 +301,12 @@ impl Inner {
                     .map_err(store_err)?
                     .ok_or(ErrorCode::CronNotFound)?;
                 if changed {
+                    let change = if start {
+                        Change::Started { at_ms: now }
+                    } else {
+                        Change::Stopped
+                    };
+                    self.gate.changed(id, change);
                     if start {
                         if let Some(row) = self.store.cron(&key).await.map_err(store_err)? {
                             self.tell(Command::Arm(Box::new(row)));
@@ -304,6 +321,7 @@ impl Inner {
                 if !self.store.delete_cron(&key).await.map_err(store_err)? {
                     return Err(ErrorCode::CronNotFound.into());
                 }
+                self.gate.changed(id, Change::Stopped);
                 self.tell(Command::Disarm(id));
                 Ok(())
             }
@@ -427,8 +445,9 @@ impl Inner {
         rx.await.map_err(|_| stopped())?
     }
 
-    /// Offers every recent run without a result to its agent again under the same run id
-    /// (it may have been recorded but never sent before a restart).
+    /// Offers every recent run that was dispatched but has no result to its agent again under
+    /// the same run id (the agent may have lost it, or its result, over a restart). Runs
+    /// recorded but never dispatched are the firer's to judge (its take-over).
     async fn redeliver(&self) {
         let since = self.clock.now_ms() - REDELIVER_WITHIN_MS;
         let runs = match self
