@@ -302,15 +302,15 @@ fn take_over(
     withdraw
 }
 
-/// Runs the firing loop until `cancel` fires. `dispatch` is called for each recorded fire at
-/// its instant (in instant order, under the `gate`'s lock), after it is stored.
+/// Runs the firing loop until `cancel` fires. `dispatch` is called at each instant with the
+/// recorded fires due (in instant order, under the `gate`'s lock), after they were stored.
 pub async fn run<L: Ledger>(
     opts: FiringOptions,
     ledger: Arc<L>,
     clock: Arc<dyn Clock>,
     gate: Arc<Gate>,
     mut commands: mpsc::Receiver<Command>,
-    dispatch: impl Fn(Dispatch) + Send + Sync + 'static,
+    dispatch: impl Fn(Vec<Dispatch>) + Send + Sync + 'static,
     cancel: CancellationToken,
 ) {
     let ttl = ms(opts.lease_ttl);
@@ -426,18 +426,22 @@ pub async fn run<L: Ledger>(
                 let mut sent = Vec::new();
                 let mut withdrawn = Vec::new();
                 gate.hold(|g| {
+                    let mut batch = Vec::new();
                     for s in due.into_values().flatten() {
                         if !g.admits(s.cron, s.snap, s.rec.fire_at_ms) {
                             withdrawn.push(s.rec.run_id);
                             continue;
                         }
-                        dispatch(Dispatch {
+                        batch.push(Dispatch {
                             run_id: s.run_id,
                             at_ms: s.rec.fire_at_ms,
                             catch_up: s.rec.catch_up,
                             cron: s.row,
                         });
                         sent.push(s.rec);
+                    }
+                    if !batch.is_empty() {
+                        dispatch(batch);
                     }
                 });
                 // After the whole batch went out: each stamp is at or after its dispatch.
@@ -516,7 +520,18 @@ pub async fn run<L: Ledger>(
                 });
                 rows.push((f.cron, run_id, job.row.clone()));
             }
-            match ledger.record(&opts.holder, token, now, &records).await {
+            let recorded = ledger.record(&opts.holder, token, now, &records).await;
+            let over = clock.now_ms() - next;
+            if over > 0 {
+                // The instant's casts wait for this: `record_ahead` is short for this store.
+                tracing::warn!(
+                    fires = records.len(),
+                    took_ms = clock.now_ms() - now,
+                    late_ms = over,
+                    "cron fires recorded after their instant"
+                );
+            }
+            match recorded {
                 Ok(Some(done)) => {
                     for ((rec, (cron, run_id, row)), recorded) in
                         records.into_iter().zip(rows).zip(done)

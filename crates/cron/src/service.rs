@@ -11,7 +11,7 @@ use elves_cron_expr::jiff::tz::TimeZone;
 use elves_rpc::cron::{AddCron, CronAction, CronDetail, CronList, CronOwner, OperateCron};
 use elves_rpc::done::{CronResult, Done};
 use elves_rpc::gateway::Instruct;
-use elves_rpc::scheduler::AsyncJob;
+use elves_rpc::scheduler::{AsyncJob, AsyncJobs};
 use elves_store::{CronOutcome, CronRow, Store};
 use elves_types::{ApiError, Clock, ErrorCode, Id};
 use serde_json::{Value, json};
@@ -208,16 +208,21 @@ impl Service {
             ..FiringOptions::default()
         };
         let bus = inner.bus.clone();
-        let dispatch = move |d: Dispatch| {
-            let Some(instruct) = instruct(&d.cron) else {
-                return;
-            };
-            if let Err(e) = bus.cast(AsyncJob {
-                run_id: d.run_id,
-                instruct,
-                redelivery: false,
-            }) {
-                tracing::error!(run_id = %d.run_id, error = %e, "cron fire not sent");
+        // An instant's fires go to the scheduler in one message.
+        let dispatch = move |batch: Vec<Dispatch>| {
+            let jobs: Vec<AsyncJob> = batch
+                .into_iter()
+                .filter_map(|d| {
+                    Some(AsyncJob {
+                        run_id: d.run_id,
+                        instruct: instruct(&d.cron)?,
+                        redelivery: false,
+                    })
+                })
+                .collect();
+            let n = jobs.len();
+            if let Err(e) = bus.cast(AsyncJobs { jobs }) {
+                tracing::error!(fires = n, error = %e, "cron fires not sent");
             }
         };
         let ledger = Arc::new(inner.store.clone());

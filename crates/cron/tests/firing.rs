@@ -238,14 +238,17 @@ fn start(ledger: &Arc<MemoryLedger>, clock: &Arc<TokioClock>, holder: &str) -> R
         clock_dyn,
         gate.clone(),
         rx,
-        move |x: Dispatch| {
-            d.lock().unwrap().push((
-                x.cron.id.clone(),
-                x.at_ms,
-                c.now_ms(),
-                x.catch_up,
-                x.run_id.to_string(),
-            ))
+        move |batch: Vec<Dispatch>| {
+            let mut d = d.lock().unwrap();
+            for x in batch {
+                d.push((
+                    x.cron.id.clone(),
+                    x.at_ms,
+                    c.now_ms(),
+                    x.catch_up,
+                    x.run_id.to_string(),
+                ));
+            }
         },
         cancel.clone(),
     ));
