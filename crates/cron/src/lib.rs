@@ -19,7 +19,10 @@
 //!   out. An instant is recorded once, and never one at or before the newest recorded fire.
 //!   Runs recorded but never sent (the firer stopped or lost its lease before their instant)
 //!   are judged by the next holder: cast once under their run id if on time (or as the
-//!   `fire_once` catch-up), else withdrawn.
+//!   `fire_once` catch-up), else withdrawn. (Known window: a center killed between an
+//!   instant's cast and the commit of its dispatch stamps, a few ms, leaves runs that look
+//!   never sent; if the policy then withdraws them, an agent may still run them and their
+//!   results are ignored. No instant is fired twice either way.)
 //! * Misfires: a fire later than [`Options::late_grace`] (the center was down, or stalled) is
 //!   a misfire. Policy `fire_once` (default) fires the latest missed instant once if it is
 //!   within [`Options::misfire_window`] (60 s); `skip` fires nothing. Earlier missed instants
