@@ -63,6 +63,45 @@ impl Default for Limits {
     }
 }
 
+/// What becomes of a run recorded for its instant but never handed to the scheduler, found
+/// when a firer takes the lease (the previous firer stopped, or lost its lease, between
+/// recording it ahead of its instant and reaching the instant).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pending {
+    /// Dispatched once, under its recorded run id, at its instant (or now, if that passed).
+    Cast { catch_up: bool },
+    /// Deleted unsent: its cron is stopped or gone, or the misfire policy drops it.
+    Withdraw,
+}
+
+/// Judges a pending run of instant `at_ms` at `now_ms`, as [`Firer::due`] judges a fire:
+/// on time (not later than the grace) it is cast; missed, it is the cron's catch-up fire only
+/// under `fire_once`, within the misfire window, and only if it is the cron's latest missed
+/// instant (`later_due`: the cron has another instant after `at_ms` that is not in the future,
+/// which then is the one caught up). `misfire` is `None` when the cron is not armed (stopped,
+/// deleted, or started again at or after `at_ms`).
+pub fn judge_pending(
+    limits: Limits,
+    misfire: Option<Misfire>,
+    at_ms: i64,
+    now_ms: i64,
+    later_due: bool,
+) -> Pending {
+    let Some(misfire) = misfire else {
+        return Pending::Withdraw;
+    };
+    if now_ms - at_ms <= limits.late_grace_ms {
+        Pending::Cast { catch_up: false }
+    } else if misfire == Misfire::FireOnce
+        && !later_due
+        && now_ms - at_ms <= limits.misfire_window_ms
+    {
+        Pending::Cast { catch_up: true }
+    } else {
+        Pending::Withdraw
+    }
+}
+
 struct Entry {
     schedule: Schedule,
     tz: TimeZone,
@@ -166,6 +205,11 @@ impl Firer {
     /// The earliest next instant of any armed cron.
     pub fn next_wake(&self) -> Option<i64> {
         self.queue.first().map(|(at, _)| *at)
+    }
+
+    /// The misfire policy of an armed cron.
+    pub fn misfire_of(&self, cron: Id) -> Option<Misfire> {
+        self.entries.get(&cron).map(|e| e.misfire)
     }
 
     /// The next instant of one cron.
@@ -530,6 +574,42 @@ mod tests {
         assert_eq!((got[0].cron, got[0].catch_up), (a, true));
         assert_eq!(f.next_wake(), Some(t0 + 301_000));
         assert!(f.missed() > 0);
+    }
+
+    #[test]
+    fn a_run_recorded_but_never_sent_is_cast_once_or_withdrawn() {
+        let l = Limits::default();
+        let t = 1_000_000;
+        let fo = Some(Misfire::FireOnce);
+        let sk = Some(Misfire::Skip);
+        let cast = Pending::Cast { catch_up: false };
+        let catch_up = Pending::Cast { catch_up: true };
+        // (policy, taken over at, a later instant already due, fate)
+        let cases = [
+            // Before its instant, or within the grace: cast as recorded, under both policies.
+            (fo, t - 300, false, cast),
+            (sk, t - 300, false, cast),
+            (fo, t + 2_000, true, cast),
+            (sk, t + 2_000, true, cast),
+            // Missed: fire_once catches it up if it is the latest missed instant.
+            (fo, t + 2_001, false, catch_up),
+            (fo, t + 60_000, false, catch_up),
+            (fo, t + 30_000, true, Pending::Withdraw),
+            (fo, t + 60_001, false, Pending::Withdraw),
+            (sk, t + 2_001, false, Pending::Withdraw),
+            (sk, t + 30_000, true, Pending::Withdraw),
+            // The cron is stopped, deleted or started again after the recording.
+            (None, t - 300, false, Pending::Withdraw),
+            (None, t + 30_000, false, Pending::Withdraw),
+        ];
+        for (policy, now, later, want) in cases {
+            assert_eq!(
+                judge_pending(l, policy, t, now, later),
+                want,
+                "{policy:?} at {} later {later}",
+                now - t
+            );
+        }
     }
 
     #[test]

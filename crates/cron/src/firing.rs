@@ -1,22 +1,27 @@
-//! The firing loop: takes the lease, arms the started crons, sleeps until the earliest next
-//! instant, records the due fires under the lease's fencing token and only then dispatches
-//! the recorded ones; then it stamps them as dispatched (the fire lag `elves-bench cron-lag`
-//! reads back) and prunes old runs, off the firing path. A firer that loses its lease drops
-//! everything and waits to take it again.
+//! The firing loop: takes the lease, arms the started crons, takes over the runs a previous
+//! firer recorded but did not send, and then for each instant: a little **ahead** of it
+//! ([`FiringOptions::record_ahead`]) records its fires under the lease's fencing token, and
+//! **at** the instant casts the recorded runs (those the [`Gate`] still admits: a stop or
+//! delete that committed meanwhile withdraws them) and then stamps them as dispatched (the
+//! fire lag `elves-bench cron-lag` reads back) and prunes old runs. So the instant's own work
+//! is only the casts. A firer that loses its lease, or whose lease runs out before an
+//! instant, casts nothing more and waits to take it again; what it recorded is the next
+//! holder's to cast once or withdraw ([`judge_pending`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use elves_cron_expr::Schedule;
 use elves_cron_expr::jiff::tz::TimeZone;
-use elves_store::{CronRow, NewCronFire, Store};
+use elves_store::{CronRow, CronRunRow, NewCronFire, Store};
 use elves_types::{Clock, Id};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::firer::{Firer, Limits, Misfire};
+use crate::firer::{Firer, Limits, Misfire, Pending, judge_pending};
+use crate::gate::Gate;
 
 /// Where the firer keeps its lease and records its fires: the store in production.
 pub trait Ledger: Send + Sync + 'static {
@@ -37,6 +42,16 @@ pub trait Ledger: Send + Sync + 'static {
         now_ms: i64,
         fires: &[NewCronFire],
     ) -> impl Future<Output = Result<Option<Vec<bool>>, elves_store::Error>> + Send;
+    /// Recorded runs without a dispatch stamp nor a result, by instant, at most `limit`.
+    fn pending(
+        &self,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<CronRunRow>, elves_store::Error>> + Send;
+    /// Deletes recorded runs that were never dispatched.
+    fn withdraw(
+        &self,
+        run_ids: &[String],
+    ) -> impl Future<Output = Result<(), elves_store::Error>> + Send;
     /// Stamps recorded fires as dispatched at `at_ms` and keeps the newest `keep` runs of
     /// their crons.
     fn dispatched(
@@ -68,6 +83,12 @@ impl Ledger for Store {
     ) -> Result<Option<Vec<bool>>, elves_store::Error> {
         self.record_cron_fires(holder, token, now_ms, fires).await
     }
+    async fn pending(&self, limit: i64) -> Result<Vec<CronRunRow>, elves_store::Error> {
+        self.pending_cron_runs(limit).await
+    }
+    async fn withdraw(&self, run_ids: &[String]) -> Result<(), elves_store::Error> {
+        self.withdraw_cron_runs(run_ids).await.map(|_| ())
+    }
     async fn dispatched(
         &self,
         fires: &[NewCronFire],
@@ -77,6 +98,9 @@ impl Ledger for Store {
         self.cron_fires_dispatched(fires, at_ms, keep).await
     }
 }
+
+/// How many runs recorded but never sent are taken over at once, at most.
+const PENDING_LIMIT: i64 = 100_000;
 
 /// The firing loop's settings.
 #[derive(Clone, Debug)]
@@ -91,6 +115,10 @@ pub struct FiringOptions {
     pub history: i64,
     /// The zone of crons that name none.
     pub default_tz: TimeZone,
+    /// How long before an instant its fires are recorded, so that at the instant only the
+    /// casts remain (recording a thousand fires takes tens to hundreds of ms on a busy
+    /// machine). A run recorded ahead is withdrawn if its cron stops before the instant.
+    pub record_ahead: Duration,
 }
 
 impl Default for FiringOptions {
@@ -102,6 +130,7 @@ impl Default for FiringOptions {
             limits: Limits::default(),
             history: 50,
             default_tz: TimeZone::UTC,
+            record_ahead: Duration::from_millis(500),
         }
     }
 }
@@ -199,23 +228,100 @@ async fn sleep_ms(clock: &dyn Clock, until_ms: i64) {
     tokio::time::sleep(Duration::from_millis(wait as u64)).await;
 }
 
-/// Runs the firing loop until `cancel` fires. `dispatch` is called for each recorded fire, in
-/// instant order, after it is stored.
+/// A run recorded and waiting for its instant.
+struct Staged {
+    rec: NewCronFire,
+    cron: Id,
+    run_id: Id,
+    row: Arc<CronRow>,
+    /// The gate's snapshot taken before it was recorded (or found recorded).
+    snap: u64,
+}
+
+/// The runs waiting for their instant, by instant.
+type Waiting = BTreeMap<i64, Vec<Staged>>;
+
+fn oldest_snapshot(waiting: &Waiting, also: Option<u64>) -> Option<u64> {
+    waiting.values().flatten().map(|s| s.snap).chain(also).min()
+}
+
+/// Judges the runs a previous firer (or this one, before it lost its lease) recorded but
+/// never sent: the ones to cast are added to `waiting`, the others returned to withdraw.
+fn take_over(
+    firer: &Firer,
+    jobs: &HashMap<Id, Armed>,
+    runs: Vec<CronRunRow>,
+    limits: Limits,
+    snap: u64,
+    now: i64,
+    waiting: &mut Waiting,
+) -> Vec<String> {
+    // Per cron, the latest recorded instant that is not in the future.
+    let mut latest: HashMap<&str, i64> = HashMap::new();
+    for r in &runs {
+        if r.fire_at_ms <= now {
+            let l = latest.entry(r.cron_id.as_str()).or_insert(r.fire_at_ms);
+            *l = (*l).max(r.fire_at_ms);
+        }
+    }
+    let mut withdraw = Vec::new();
+    for r in &runs {
+        let (Some(cron), Some(run_id)) = (Id::parse(&r.cron_id), Id::parse(&r.run_id)) else {
+            withdraw.push(r.run_id.clone());
+            continue;
+        };
+        let job = jobs
+            .get(&cron)
+            .filter(|j| j.row.started_at_ms < r.fire_at_ms);
+        let misfire = job.and_then(|_| firer.misfire_of(cron));
+        let later_due = firer.next_of(cron).is_some_and(|n| n <= now)
+            || latest
+                .get(r.cron_id.as_str())
+                .is_some_and(|l| *l > r.fire_at_ms);
+        match (
+            judge_pending(limits, misfire, r.fire_at_ms, now, later_due),
+            job,
+        ) {
+            (Pending::Cast { catch_up }, Some(job)) => {
+                waiting.entry(r.fire_at_ms).or_default().push(Staged {
+                    rec: NewCronFire {
+                        cron_id: r.cron_id.clone(),
+                        run_id: r.run_id.clone(),
+                        fire_at_ms: r.fire_at_ms,
+                        catch_up,
+                    },
+                    cron,
+                    run_id,
+                    row: job.row.clone(),
+                    snap,
+                });
+            }
+            _ => withdraw.push(r.run_id.clone()),
+        }
+    }
+    withdraw
+}
+
+/// Runs the firing loop until `cancel` fires. `dispatch` is called at each instant with the
+/// recorded fires due (in instant order, under the `gate`'s lock), after they were stored.
 pub async fn run<L: Ledger>(
     opts: FiringOptions,
     ledger: Arc<L>,
     clock: Arc<dyn Clock>,
+    gate: Arc<Gate>,
     mut commands: mpsc::Receiver<Command>,
-    dispatch: impl Fn(Dispatch) + Send + Sync + 'static,
+    dispatch: impl Fn(Vec<Dispatch>) + Send + Sync + 'static,
     cancel: CancellationToken,
 ) {
     let ttl = ms(opts.lease_ttl);
     let renew = ms(opts.renew_every);
+    let ahead = ms(opts.record_ahead).max(0);
     loop {
         // Take the lease (or wait for it), discarding commands meanwhile: arming re-reads all.
-        let mut token = loop {
-            match ledger.lease(&opts.holder, clock.now_ms(), ttl).await {
-                Ok(Some(t)) => break t,
+        let (mut token, mut expires) = loop {
+            let now = clock.now_ms();
+            match ledger.lease(&opts.holder, now, ttl).await {
+                Ok(Some(t)) => break (t, now + ttl),
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "cron lease unavailable"),
             }
@@ -231,10 +337,15 @@ pub async fn run<L: Ledger>(
         tracing::info!(holder = %opts.holder, token, "cron firer holds the lease");
         let mut firer = Firer::new(opts.limits);
         let mut jobs = HashMap::new();
+        let mut waiting: Waiting = BTreeMap::new();
         let mut resync = true;
+        // The snapshot taken before the read the take-over judges by, until it is done.
+        let mut taking_over: Option<u64> = None;
+        let mut take_over_due = true;
         let mut renew_at = clock.now_ms() + renew;
         'held: loop {
             if resync {
+                let snap = gate.snapshot(oldest_snapshot(&waiting, taking_over));
                 match ledger.started().await {
                     Ok(rows) => {
                         sync(
@@ -245,14 +356,46 @@ pub async fn run<L: Ledger>(
                             clock.now_ms(),
                         );
                         resync = false;
+                        if take_over_due {
+                            taking_over = Some(snap);
+                            take_over_due = false;
+                        }
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot read the started crons"),
                 }
             }
+            if let Some(snap) = taking_over
+                && !resync
+            {
+                match ledger.pending(PENDING_LIMIT).await {
+                    Ok(runs) => {
+                        let now = clock.now_ms();
+                        let withdraw =
+                            take_over(&firer, &jobs, runs, opts.limits, snap, now, &mut waiting);
+                        if !withdraw.is_empty() {
+                            tracing::info!(
+                                runs = withdraw.len(),
+                                "recorded cron runs withdrawn at take-over"
+                            );
+                            if let Err(e) = ledger.withdraw(&withdraw).await {
+                                tracing::warn!(error = %e, "cron runs not withdrawn");
+                            }
+                        }
+                        taking_over = None;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot read the pending cron runs"),
+                }
+            }
             // Idle: look ahead one instant for the crons that fired (or were armed), so the
-            // next batch goes out without evaluating any rule first.
+            // next batch is recorded without evaluating any rule first.
             firer.prepare();
-            let wake = firer.next_wake().map_or(renew_at, |w| w.min(renew_at));
+            let next_cast = waiting.first_key_value().map(|(at, _)| *at);
+            let next_record = firer.next_wake().map(|at| at - ahead);
+            let wake = [next_cast, next_record, Some(renew_at)]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(renew_at);
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return,
@@ -271,10 +414,64 @@ pub async fn run<L: Ledger>(
                 _ = sleep_ms(&*clock, wake) => {}
             }
             let now = clock.now_ms();
+            // At an instant: cast what was recorded for it, nothing else first.
+            if next_cast.is_some_and(|at| at <= now) {
+                if now >= expires {
+                    // Another firer may hold the lease now: what is recorded is its to judge.
+                    tracing::warn!(holder = %opts.holder, "cron firer's lease ran out before an instant");
+                    break 'held;
+                }
+                let later = waiting.split_off(&(now + 1));
+                let due = std::mem::replace(&mut waiting, later);
+                let mut sent = Vec::new();
+                let mut withdrawn = Vec::new();
+                gate.hold(|g| {
+                    let mut batch = Vec::new();
+                    for s in due.into_values().flatten() {
+                        if !g.admits(s.cron, s.snap, s.rec.fire_at_ms) {
+                            withdrawn.push(s.rec.run_id);
+                            continue;
+                        }
+                        batch.push(Dispatch {
+                            run_id: s.run_id,
+                            at_ms: s.rec.fire_at_ms,
+                            catch_up: s.rec.catch_up,
+                            cron: s.row,
+                        });
+                        sent.push(s.rec);
+                    }
+                    if !batch.is_empty() {
+                        dispatch(batch);
+                    }
+                });
+                // After the whole batch went out: each stamp is at or after its dispatch.
+                let at = clock.now_ms();
+                for rec in &sent {
+                    elves_telemetry::cron_fire_lag_ms(at - rec.fire_at_ms);
+                }
+                if let Err(e) = ledger.dispatched(&sent, at, opts.history).await {
+                    // Only the stamps and the pruning are lost; the next batch prunes. (A
+                    // next holder would take these over as pending and send them again under
+                    // the same run ids, which agents run once.)
+                    tracing::warn!(error = %e, fires = sent.len(), "cron dispatch stamps not stored");
+                }
+                if !withdrawn.is_empty() {
+                    tracing::debug!(
+                        runs = withdrawn.len(),
+                        "cron runs withdrawn: stopped before their instant"
+                    );
+                    if let Err(e) = ledger.withdraw(&withdrawn).await {
+                        // They stay recorded, never sent; a take-over withdraws them.
+                        tracing::warn!(error = %e, "cron runs not withdrawn");
+                    }
+                }
+                continue 'held;
+            }
             if now >= renew_at {
                 match ledger.lease(&opts.holder, now, ttl).await {
                     Ok(Some(t)) => {
                         token = t;
+                        expires = now + ttl;
                         renew_at = now + renew;
                         resync = true;
                     }
@@ -283,13 +480,28 @@ pub async fn run<L: Ledger>(
                         break 'held;
                     }
                     Err(e) => {
-                        // Fires still check the token and expiry, so going on is safe.
+                        // Recordings still check the token and expiry, and casts the expiry,
+                        // so going on is safe.
                         tracing::warn!(error = %e, "cannot renew the cron lease");
                         renew_at = now + renew.min(1000);
                     }
                 }
+                continue 'held;
             }
-            let due = firer.due(now);
+            // Ahead of the next instant: record its fires.
+            let Some(next) = firer.next_wake() else {
+                continue;
+            };
+            if next - ahead > now {
+                continue;
+            }
+            if now >= expires {
+                tracing::warn!(holder = %opts.holder, "cron firer's lease ran out");
+                break 'held;
+            }
+            let snap = gate.snapshot(oldest_snapshot(&waiting, taking_over));
+            // Judged as at the instant (or now, if late): the fires of that instant.
+            let due = firer.due(next.max(now));
             if due.is_empty() {
                 continue;
             }
@@ -299,38 +511,40 @@ pub async fn run<L: Ledger>(
                 let Some(job) = jobs.get(&f.cron) else {
                     continue;
                 };
+                let run_id = Id::random();
                 records.push(NewCronFire {
                     cron_id: job.row.id.clone(),
-                    run_id: Id::random().to_string(),
+                    run_id: run_id.to_string(),
                     fire_at_ms: f.at_ms,
                     catch_up: f.catch_up,
                 });
-                rows.push(job.row.clone());
+                rows.push((f.cron, run_id, job.row.clone()));
             }
-            match ledger.record(&opts.holder, token, now, &records).await {
+            let recorded = ledger.record(&opts.holder, token, now, &records).await;
+            let over = clock.now_ms() - next;
+            if over > 0 {
+                // The instant's casts wait for this: `record_ahead` is short for this store.
+                tracing::warn!(
+                    fires = records.len(),
+                    took_ms = clock.now_ms() - now,
+                    late_ms = over,
+                    "cron fires recorded after their instant"
+                );
+            }
+            match recorded {
                 Ok(Some(done)) => {
-                    let mut sent = Vec::with_capacity(records.len());
-                    for ((rec, row), recorded) in records.into_iter().zip(rows).zip(done) {
-                        if !recorded {
-                            continue;
+                    for ((rec, (cron, run_id, row)), recorded) in
+                        records.into_iter().zip(rows).zip(done)
+                    {
+                        if recorded {
+                            waiting.entry(rec.fire_at_ms).or_default().push(Staged {
+                                rec,
+                                cron,
+                                run_id,
+                                row,
+                                snap,
+                            });
                         }
-                        let Some(run_id) = Id::parse(&rec.run_id) else {
-                            continue;
-                        };
-                        elves_telemetry::cron_fire_lag_ms(clock.now_ms() - rec.fire_at_ms);
-                        dispatch(Dispatch {
-                            run_id,
-                            at_ms: rec.fire_at_ms,
-                            catch_up: rec.catch_up,
-                            cron: row,
-                        });
-                        sent.push(rec);
-                    }
-                    // After the whole batch went out: each stamp is at or after its dispatch.
-                    let at = clock.now_ms();
-                    if let Err(e) = ledger.dispatched(&sent, at, opts.history).await {
-                        // Only the stamps and the pruning are lost; the next batch prunes.
-                        tracing::warn!(error = %e, fires = sent.len(), "cron dispatch stamps not stored");
                     }
                 }
                 Ok(None) => {

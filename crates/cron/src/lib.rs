@@ -9,10 +9,20 @@
 //!   (kind `cron`, instruct id = the cron id). The run's result — or its delivery failure,
 //!   stored as `flag:"false"`, `[410.1]`, `worker_flag:-1` — becomes the cron's last result,
 //!   and the newest [`Options::history`] runs of each cron are kept.
+//! * Ahead of time: the fires of an instant are recorded shortly before it
+//!   ([`FiringOptions::record_ahead`]) and only cast at the instant, so the fire lag is the
+//!   casts, not the store. A `stop` or `delete` that answers before the instant withdraws the
+//!   recorded run (the [`gate`]); a `start` before the instant keeps it.
 //! * Exactly once: only the holder of the firer lease fires, and every recording checks the
 //!   lease's fencing token in the same transaction, so a firer that lost its lease (paused,
-//!   partitioned, replaced) records and dispatches nothing. An instant is recorded once, and
-//!   never one at or before the newest recorded fire.
+//!   partitioned, replaced) records nothing, and it casts nothing once its lease may have run
+//!   out. An instant is recorded once, and never one at or before the newest recorded fire.
+//!   Runs recorded but never sent (the firer stopped or lost its lease before their instant)
+//!   are judged by the next holder: cast once under their run id if on time (or as the
+//!   `fire_once` catch-up), else withdrawn. (Known window: a center killed between an
+//!   instant's cast and the commit of its dispatch stamps, a few ms, leaves runs that look
+//!   never sent; if the policy then withdraws them, an agent may still run them and their
+//!   results are ignored. No instant is fired twice either way.)
 //! * Misfires: a fire later than [`Options::late_grace`] (the center was down, or stalled) is
 //!   a misfire. Policy `fire_once` (default) fires the latest missed instant once if it is
 //!   within [`Options::misfire_window`] (60 s); `skip` fires nothing. Earlier missed instants
@@ -27,6 +37,7 @@
 
 pub mod firer;
 pub mod firing;
+pub mod gate;
 mod service;
 
 pub use firing::{FiringOptions, Ledger};

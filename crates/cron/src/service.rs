@@ -11,7 +11,7 @@ use elves_cron_expr::jiff::tz::TimeZone;
 use elves_rpc::cron::{AddCron, CronAction, CronDetail, CronList, CronOwner, OperateCron};
 use elves_rpc::done::{CronResult, Done};
 use elves_rpc::gateway::Instruct;
-use elves_rpc::scheduler::AsyncJob;
+use elves_rpc::scheduler::{AsyncJob, AsyncJobs};
 use elves_store::{CronOutcome, CronRow, Store};
 use elves_types::{ApiError, Clock, ErrorCode, Id};
 use serde_json::{Value, json};
@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::firer::{Limits, Misfire};
 use crate::firing::{self, Command, Dispatch, FiringOptions};
+use crate::gate::{Change, Gate};
 
 /// How many unfinished runs are offered to their agents again at start.
 const REDELIVER_LIMIT: i64 = 10_000;
@@ -73,6 +74,11 @@ struct Inner {
     clock: Arc<dyn Clock>,
     commands: mpsc::Sender<Command>,
     results: mpsc::Sender<PendingResult>,
+    /// Tells the firer, before `start`/`stop`/`delete` answer, that a cron changed (see
+    /// [`crate::gate`]).
+    gate: Arc<Gate>,
+    /// One start/stop/delete at a time, so the gate learns changes in their store order.
+    operating: tokio::sync::Mutex<()>,
 }
 
 /// How many results wait for the result writer at most (the scheduler waits beyond that).
@@ -176,6 +182,8 @@ impl Service {
             clock,
             commands: tx,
             results,
+            gate: Arc::new(Gate::new()),
+            operating: tokio::sync::Mutex::new(()),
         });
         elves_bus::serve_methods!(inner.bus, inner;
             AddCron => add,
@@ -197,18 +205,24 @@ impl Service {
             },
             history: i64::from(o.history.max(1)),
             default_tz: o.default_tz.clone(),
+            ..FiringOptions::default()
         };
         let bus = inner.bus.clone();
-        let dispatch = move |d: Dispatch| {
-            let Some(instruct) = instruct(&d.cron) else {
-                return;
-            };
-            if let Err(e) = bus.cast(AsyncJob {
-                run_id: d.run_id,
-                instruct,
-                redelivery: false,
-            }) {
-                tracing::error!(run_id = %d.run_id, error = %e, "cron fire not sent");
+        // An instant's fires go to the scheduler in one message.
+        let dispatch = move |batch: Vec<Dispatch>| {
+            let jobs: Vec<AsyncJob> = batch
+                .into_iter()
+                .filter_map(|d| {
+                    Some(AsyncJob {
+                        run_id: d.run_id,
+                        instruct: instruct(&d.cron)?,
+                        redelivery: false,
+                    })
+                })
+                .collect();
+            let n = jobs.len();
+            if let Err(e) = bus.cast(AsyncJobs { jobs }) {
+                tracing::error!(fires = n, error = %e, "cron fires not sent");
             }
         };
         let ledger = Arc::new(inner.store.clone());
@@ -216,6 +230,7 @@ impl Service {
             fopts,
             ledger,
             inner.clock.clone(),
+            inner.gate.clone(),
             rx,
             dispatch,
             cancel,
@@ -279,6 +294,7 @@ impl Inner {
     async fn operate(&self, m: OperateCron) -> Result<(), ApiError> {
         let id = Id::parse(m.cron_id.trim()).ok_or(ErrorCode::CronNotFound)?;
         let key = id.to_string();
+        let _one_at_a_time = self.operating.lock().await;
         match m.action {
             CronAction::Start | CronAction::Stop => {
                 let start = m.action == CronAction::Start;
@@ -290,6 +306,12 @@ impl Inner {
                     .map_err(store_err)?
                     .ok_or(ErrorCode::CronNotFound)?;
                 if changed {
+                    let change = if start {
+                        Change::Started { at_ms: now }
+                    } else {
+                        Change::Stopped
+                    };
+                    self.gate.changed(id, change);
                     if start {
                         if let Some(row) = self.store.cron(&key).await.map_err(store_err)? {
                             self.tell(Command::Arm(Box::new(row)));
@@ -304,6 +326,7 @@ impl Inner {
                 if !self.store.delete_cron(&key).await.map_err(store_err)? {
                     return Err(ErrorCode::CronNotFound.into());
                 }
+                self.gate.changed(id, Change::Stopped);
                 self.tell(Command::Disarm(id));
                 Ok(())
             }
@@ -427,8 +450,9 @@ impl Inner {
         rx.await.map_err(|_| stopped())?
     }
 
-    /// Offers every recent run without a result to its agent again under the same run id
-    /// (it may have been recorded but never sent before a restart).
+    /// Offers every recent run that was dispatched but has no result to its agent again under
+    /// the same run id (the agent may have lost it, or its result, over a restart). Runs
+    /// recorded but never dispatched are the firer's to judge (its take-over).
     async fn redeliver(&self) {
         let since = self.clock.now_ms() - REDELIVER_WITHIN_MS;
         let runs = match self

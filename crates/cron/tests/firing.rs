@@ -1,14 +1,15 @@
 //! The firing loop on tokio's paused time, against an in-memory ledger with the store's rules
 //! (the store's own tests check the same rules on SQLite).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use elves_cron::Ledger;
 use elves_cron::TokioClock;
 use elves_cron::firing::{Command, Dispatch, FiringOptions, run};
-use elves_store::{CronRow, NewCronFire};
+use elves_cron::gate::{Change, Gate};
+use elves_store::{CronRow, CronRunRow, NewCronFire};
 use elves_types::{Clock, Id};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -16,14 +17,23 @@ use tokio_util::sync::CancellationToken;
 /// 2024-01-01T00:00:00Z.
 const T0: i64 = 1_704_067_200_000;
 
+/// One recorded run.
+#[derive(Clone, Debug)]
+struct Run {
+    run_id: String,
+    cron: String,
+    at: i64,
+    stamped: Option<i64>,
+}
+
 #[derive(Default)]
 struct State {
     lease: Option<(String, i64, i64)>,
     crons: HashMap<String, CronRow>,
-    /// (cron, instant) of every recorded fire.
-    fires: Vec<(String, i64)>,
-    /// (cron, instant, dispatched at) of every dispatch stamp.
-    stamps: Vec<(String, i64, i64)>,
+    /// Every recorded run not withdrawn, in recording order.
+    runs: Vec<Run>,
+    /// Holders whose lease calls fail (a store they cannot reach).
+    unreachable: HashSet<String>,
 }
 
 #[derive(Default)]
@@ -66,18 +76,32 @@ impl MemoryLedger {
         }
     }
     fn delete(&self, id: &str) {
-        self.0.lock().unwrap().crons.remove(id);
+        let mut s = self.0.lock().unwrap();
+        s.crons.remove(id);
+        s.runs.retain(|r| r.cron != id);
     }
-    fn expire_lease(&self) {
-        if let Some(l) = &mut self.0.lock().unwrap().lease {
-            l.2 = 0;
-        }
+    fn unreachable(&self, holder: &str) {
+        self.0.lock().unwrap().unreachable.insert(holder.into());
     }
+    /// (cron, instant) of every recorded run.
     fn fires(&self) -> Vec<(String, i64)> {
-        self.0.lock().unwrap().fires.clone()
+        let s = self.0.lock().unwrap();
+        s.runs.iter().map(|r| (r.cron.clone(), r.at)).collect()
     }
+    fn run_at(&self, cron: &str, at: i64) -> Option<Run> {
+        let s = self.0.lock().unwrap();
+        s.runs
+            .iter()
+            .find(|r| r.cron == cron && r.at == at)
+            .cloned()
+    }
+    /// (cron, instant, dispatched at) of every stamped run.
     fn stamps(&self) -> Vec<(String, i64, i64)> {
-        self.0.lock().unwrap().stamps.clone()
+        let s = self.0.lock().unwrap();
+        s.runs
+            .iter()
+            .filter_map(|r| r.stamped.map(|at| (r.cron.clone(), r.at, at)))
+            .collect()
     }
 }
 
@@ -89,6 +113,9 @@ impl Ledger for MemoryLedger {
         ttl: i64,
     ) -> Result<Option<i64>, elves_store::Error> {
         let mut s = self.0.lock().unwrap();
+        if s.unreachable.contains(holder) {
+            return Err(elves_store::Error::Db("unreachable".into()));
+        }
         let token = match &s.lease {
             None => 1,
             Some((h, t, exp)) if h == holder && *exp > now => *t,
@@ -103,6 +130,32 @@ impl Ledger for MemoryLedger {
         let mut v: Vec<_> = s.crons.values().filter(|c| c.started).cloned().collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(v)
+    }
+    async fn pending(&self, limit: i64) -> Result<Vec<CronRunRow>, elves_store::Error> {
+        let s = self.0.lock().unwrap();
+        let mut v: Vec<CronRunRow> = s
+            .runs
+            .iter()
+            .filter(|r| r.stamped.is_none())
+            .map(|r| CronRunRow {
+                run_id: r.run_id.clone(),
+                cron_id: r.cron.clone(),
+                fire_at_ms: r.at,
+                recorded_at_ms: r.at,
+                catch_up: false,
+                dispatched_at_ms: None,
+                result: None,
+            })
+            .collect();
+        v.sort_by_key(|r| r.fire_at_ms);
+        v.truncate(limit as usize);
+        Ok(v)
+    }
+    async fn withdraw(&self, run_ids: &[String]) -> Result<(), elves_store::Error> {
+        let mut s = self.0.lock().unwrap();
+        s.runs
+            .retain(|r| r.stamped.is_some() || !run_ids.contains(&r.run_id));
+        Ok(())
     }
     async fn record(
         &self,
@@ -129,7 +182,12 @@ impl Ledger for MemoryLedger {
                 _ => false,
             };
             if ok {
-                s.fires.push((f.cron_id.clone(), f.fire_at_ms));
+                s.runs.push(Run {
+                    run_id: f.run_id.clone(),
+                    cron: f.cron_id.clone(),
+                    at: f.fire_at_ms,
+                    stamped: None,
+                });
             }
             out.push(ok);
         }
@@ -143,18 +201,21 @@ impl Ledger for MemoryLedger {
     ) -> Result<(), elves_store::Error> {
         let mut s = self.0.lock().unwrap();
         for f in fires {
-            s.stamps.push((f.cron_id.clone(), f.fire_at_ms, at_ms));
+            if let Some(r) = s.runs.iter_mut().find(|r| r.run_id == f.run_id) {
+                r.stamped = Some(at_ms);
+            }
         }
         Ok(())
     }
 }
 
-/// One dispatched fire: (cron, instant, clock at dispatch, catch-up).
-type Dispatched = (String, i64, i64, bool);
+/// One dispatched fire: (cron, instant, clock at dispatch, catch-up, run id).
+type Dispatched = (String, i64, i64, bool, String);
 
 /// A running firer and what it dispatched.
 struct Running {
     commands: mpsc::Sender<Command>,
+    gate: Arc<Gate>,
     dispatched: Arc<Mutex<Vec<Dispatched>>>,
     cancel: CancellationToken,
 }
@@ -165,6 +226,7 @@ fn start(ledger: &Arc<MemoryLedger>, clock: &Arc<TokioClock>, holder: &str) -> R
     let d = dispatched.clone();
     let c = clock.clone();
     let cancel = CancellationToken::new();
+    let gate = Arc::new(Gate::new());
     let opts = FiringOptions {
         holder: holder.into(),
         ..FiringOptions::default()
@@ -174,16 +236,25 @@ fn start(ledger: &Arc<MemoryLedger>, clock: &Arc<TokioClock>, holder: &str) -> R
         opts,
         ledger.clone(),
         clock_dyn,
+        gate.clone(),
         rx,
-        move |x: Dispatch| {
-            d.lock()
-                .unwrap()
-                .push((x.cron.id.clone(), x.at_ms, c.now_ms(), x.catch_up))
+        move |batch: Vec<Dispatch>| {
+            let mut d = d.lock().unwrap();
+            for x in batch {
+                d.push((
+                    x.cron.id.clone(),
+                    x.at_ms,
+                    c.now_ms(),
+                    x.catch_up,
+                    x.run_id.to_string(),
+                ));
+            }
         },
         cancel.clone(),
     ));
     Running {
         commands: tx,
+        gate,
         dispatched,
         cancel,
     }
@@ -193,10 +264,52 @@ impl Running {
     fn taken(&self) -> Vec<Dispatched> {
         std::mem::take(&mut *self.dispatched.lock().unwrap())
     }
+
+    /// What the cron service does on `stop`: the store change, then the gate, then the
+    /// command to disarm.
+    async fn stop(&self, ledger: &MemoryLedger, cron: &str, now: i64) {
+        ledger.set_started(cron, false, now);
+        let id = Id::parse(cron).unwrap();
+        self.gate.changed(id, Change::Stopped);
+        self.commands.send(Command::Disarm(id)).await.unwrap();
+    }
+
+    async fn start(&self, ledger: &MemoryLedger, cron: &str, now: i64) {
+        ledger.set_started(cron, true, now);
+        let id = Id::parse(cron).unwrap();
+        self.gate.changed(id, Change::Started { at_ms: now });
+        let row = ledger.row(cron);
+        self.commands
+            .send(Command::Arm(Box::new(row)))
+            .await
+            .unwrap();
+    }
+
+    async fn delete(&self, ledger: &MemoryLedger, cron: &str) {
+        ledger.delete(cron);
+        let id = Id::parse(cron).unwrap();
+        self.gate.changed(id, Change::Stopped);
+        self.commands.send(Command::Disarm(id)).await.unwrap();
+    }
 }
 
 async fn sleep_ms(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+/// Sleeps until the clock reads `at`.
+async fn until(clock: &TokioClock, at: i64) {
+    let now = clock.now_ms();
+    assert!(now <= at, "already past {at}: {now}");
+    sleep_ms((at - now) as u64).await;
+}
+
+/// Asserts no (cron, instant) was dispatched twice.
+fn assert_once(all: &[Dispatched]) {
+    let mut seen = HashSet::new();
+    for d in all {
+        assert!(seen.insert((&d.0, d.1)), "fired twice: {d:?} in {all:?}");
+    }
 }
 
 fn id(n: u8) -> String {
@@ -324,36 +437,177 @@ async fn restart_with_missed_fires_under_both_policies() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_firer_with_an_older_token_cannot_fire() {
+async fn a_firer_whose_lease_runs_out_after_recording_leaves_the_run_to_the_next() {
     let ledger = Arc::new(MemoryLedger::default());
-    let clock = TokioClock::starting_at(T0 + 500);
+    // a takes the lease at T0+0.8 s, so it runs out at T0+15.8 s: after a recorded the fire of
+    // T0+16 s (at T0+15.5 s), before its instant.
+    let clock = TokioClock::starting_at(T0 + 800);
     ledger.add(&id(1), "* * * * * ?", "fire_once", T0);
     let a = start(&ledger, &clock, "a");
     sleep_ms(2_000).await;
     let b = start(&ledger, &clock, "b");
-    sleep_ms(3_000).await;
-    // b waits while a holds the lease.
-    assert!(b.taken().is_empty());
-    assert_eq!(a.taken().len(), 5);
-    // a's lease expires under it (a long pause, a partition) and b takes it with a newer
-    // token before a notices.
-    ledger.expire_lease();
-    let stolen = clock.now_ms();
-    assert_eq!(ledger.lease("b", stolen, 15_000).await.unwrap(), Some(2));
+    // a can no longer reach the store to renew (a partition, a stalled disk).
+    ledger.unreachable("a");
+    let expiry = T0 + 800 + 15_000;
+    until(&clock, T0 + 16_000 - 100).await;
+    let ahead = ledger.run_at(&id(1), T0 + 16_000).expect("recorded ahead");
+    assert!(ahead.stamped.is_none());
     sleep_ms(10_000).await;
     let (from_a, from_b) = (a.taken(), b.taken());
-    assert!(!from_b.is_empty(), "b fires once it holds the lease");
-    // Every instant fired once, by one firer or the other, never both.
-    let mut all: Vec<_> = from_a.iter().chain(&from_b).map(|d| d.1).collect();
-    let n = all.len();
-    all.sort();
-    all.dedup();
-    assert_eq!(all.len(), n, "duplicate fires: a {from_a:?} b {from_b:?}");
-    // After b took over, a fires nothing: its token is older.
+    // a sent nothing once its lease could have passed to b.
     assert!(
-        from_a.iter().all(|d| d.2 <= stolen),
-        "a fired after losing: {from_a:?}"
+        from_a.iter().all(|d| d.2 < expiry),
+        "a fired after its lease ran out: {from_a:?}"
     );
+    assert_eq!(from_a.last().map(|d| d.1), Some(T0 + 15_000));
+    // b took the lease (polling every 5 s: at T0+17.8 s) and sent a's recorded run once,
+    // under a's run id (1.8 s late: on time), then its own fires.
+    assert_eq!(
+        from_b.first().map(|d| (d.1, d.2, d.3, d.4.clone())),
+        Some((T0 + 16_000, T0 + 17_800, false, ahead.run_id))
+    );
+    let mut all = from_a.clone();
+    all.extend(from_b.iter().cloned());
+    assert_once(&all);
+    // Every instant from the first to the last, once.
+    let ats: Vec<i64> = all.iter().map(|d| d.1).collect();
+    let want: Vec<i64> = (1..=ats.len() as i64).map(|s| T0 + s * 1000).collect();
+    assert_eq!(ats, want);
     a.cancel.cancel();
     b.cancel.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_or_delete_between_recording_and_instant_withdraws_the_fire() {
+    #[derive(Debug, Clone, Copy)]
+    enum Act {
+        Nothing,
+        Stop,
+        Delete,
+        /// Stop, then start again this long after the stop.
+        StopStart(i64),
+    }
+    let t = T0 + 5_000;
+    // (what happens 300 ms before the instant (after its recording), fired at the instant)
+    let cases = [
+        (Act::Nothing, true),
+        (Act::Stop, false),
+        (Act::Delete, false),
+        // Started again before the instant: as if never stopped.
+        (Act::StopStart(100), true),
+        // Started again after it: nothing at or before a start fires.
+        (Act::StopStart(500), false),
+    ];
+    for (act, fired) in cases {
+        let ledger = Arc::new(MemoryLedger::default());
+        let clock = TokioClock::starting_at(T0 + 100);
+        ledger.add(&id(1), "* * * * * ?", "fire_once", T0);
+        let f = start(&ledger, &clock, "a");
+        until(&clock, t - 300).await;
+        assert!(
+            ledger.run_at(&id(1), t).is_some(),
+            "{act:?}: recorded ahead"
+        );
+        let now = clock.now_ms();
+        match act {
+            Act::Nothing => {}
+            Act::Stop => f.stop(&ledger, &id(1), now).await,
+            Act::Delete => f.delete(&ledger, &id(1)).await,
+            Act::StopStart(after) => {
+                f.stop(&ledger, &id(1), now).await;
+                until(&clock, now + after).await;
+                f.start(&ledger, &id(1), now + after).await;
+            }
+        }
+        until(&clock, t + 1_700).await;
+        let got = f.taken();
+        assert_once(&got);
+        let at_t: Vec<_> = got.iter().filter(|d| d.1 == t).collect();
+        assert_eq!(at_t.len(), usize::from(fired), "{act:?}: {got:?}");
+        if fired {
+            assert_eq!(at_t[0].2, t, "{act:?}: on the instant");
+        }
+        // The withdrawn run is gone from the store; a sent one is stamped.
+        let run = ledger.run_at(&id(1), t);
+        assert_eq!(run.is_some(), fired, "{act:?}: {run:?}");
+        assert!(run.is_none_or(|r| r.stamped == Some(t)));
+        // Stopped or deleted: nothing after either; started again: the next second fires.
+        let after: Vec<i64> = got.iter().filter(|d| d.1 > t).map(|d| d.1).collect();
+        let want: &[i64] = match act {
+            Act::Nothing | Act::StopStart(_) => &[t + 1_000],
+            Act::Stop | Act::Delete => &[],
+        };
+        assert_eq!(after, want, "{act:?}");
+        f.cancel.cancel();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_between_recording_and_instant_fires_the_recorded_run_at_most_once() {
+    // (rule, its instant T after T0, policy, restart this long after T, the recorded run of T:
+    // sent (catch-up?) or withdrawn, catch-up fires of other instants)
+    let cases = [
+        ("* * * * * ?", 3_000, "fire_once", -100, Some(false), 0),
+        ("* * * * * ?", 3_000, "skip", -100, Some(false), 0),
+        // Within the 2 s grace: on time, and the next instant (T+1 s) fires too.
+        ("* * * * * ?", 3_000, "fire_once", 1_500, Some(false), 0),
+        ("* * * * * ?", 3_000, "skip", 1_500, Some(false), 0),
+        // Missed, with later instants missed too: only the latest is caught up, once.
+        ("* * * * * ?", 3_000, "fire_once", 20_000, None, 1),
+        ("* * * * * ?", 3_000, "skip", 20_000, None, 0),
+        // Missed, and the latest missed instant: it is the catch-up fire itself.
+        ("0/10 * * * * ?", 10_000, "fire_once", 5_000, Some(true), 0),
+        ("0/10 * * * * ?", 10_000, "skip", 5_000, None, 0),
+    ];
+    for (rule, t, policy, restart, want, other_catch_ups) in cases {
+        let what = format!("{rule} {policy} restarted at T{restart:+}");
+        let t = T0 + t;
+        let ledger = Arc::new(MemoryLedger::default());
+        let clock = TokioClock::starting_at(T0 + 100);
+        ledger.add(&id(1), rule, policy, T0);
+        // The center (its holder name configured) is killed after recording T, before T.
+        let a = start(&ledger, &clock, "center-1");
+        until(&clock, t - 200).await;
+        a.cancel.cancel();
+        let recorded = ledger.run_at(&id(1), t).expect("recorded ahead");
+        until(&clock, t + restart).await;
+        let b = start(&ledger, &clock, "center-1");
+        // Looked at between instants (x.2 or x.3 s past a second).
+        sleep_ms(3_300).await;
+        let (before, after) = (a.taken(), b.taken());
+        assert!(before.iter().all(|d| d.1 < t), "{what}: {before:?}");
+        let mut all = before.clone();
+        all.extend(after.iter().cloned());
+        assert_once(&all);
+        let sent: Vec<_> = after.iter().filter(|d| d.1 == t).collect();
+        match want {
+            Some(catch_up) => {
+                assert_eq!(sent.len(), 1, "{what}: {after:?}");
+                let d = sent[0];
+                assert_eq!(
+                    (d.2, d.3, &d.4),
+                    (t.max(t + restart), catch_up, &recorded.run_id),
+                    "{what}"
+                );
+            }
+            None => {
+                assert!(sent.is_empty(), "{what}: {after:?}");
+                assert!(ledger.run_at(&id(1), t).is_none(), "{what}: withdrawn");
+            }
+        }
+        let caught = after.iter().filter(|d| d.3 && d.1 != t).count();
+        assert_eq!(caught, other_catch_ups, "{what}: {after:?}");
+        // Every dispatched run is the run recorded for its instant, and every run recorded
+        // for an instant that passed was dispatched (or withdrawn).
+        for d in &all {
+            assert_eq!(
+                ledger.run_at(&d.0, d.1).map(|r| r.run_id),
+                Some(d.4.clone())
+            );
+        }
+        let now = clock.now_ms();
+        let passed = ledger.fires().into_iter().filter(|f| f.1 <= now).count();
+        assert_eq!(passed, all.len(), "{what}");
+        b.cancel.cancel();
+    }
 }

@@ -11,7 +11,7 @@ use elves_cron_expr::jiff::tz::TimeZone;
 use elves_rpc::cron::{AddCron, CronAction, CronDetail, OperateCron};
 use elves_rpc::done::{CronResult, Done};
 use elves_rpc::gateway::WorkerOutcome;
-use elves_rpc::scheduler::AsyncJob;
+use elves_rpc::scheduler::{AsyncJob, AsyncJobs};
 use elves_store::Store;
 use elves_types::{ApiError, ErrorCode, Id, SystemClock};
 use serde_json::Value;
@@ -33,8 +33,11 @@ async fn module() -> Module {
     let store = Store::open(&url).await.unwrap();
     let bus = Bus::memory();
     let (tx, jobs) = mpsc::unbounded_channel();
-    bus.serve(move |m: AsyncJob| {
-        let _ = tx.send(m);
+    // The cron module hands each instant's fires over in one batch.
+    bus.serve(move |m: AsyncJobs| {
+        for job in m.jobs {
+            let _ = tx.send(job);
+        }
         async {}
     });
     let cancel = CancellationToken::new();

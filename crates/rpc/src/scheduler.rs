@@ -59,6 +59,19 @@ impl Message for AsyncJob {
     type Response = ();
 }
 
+/// `cron → scheduler` (cast): the [`AsyncJob`]s of one cron instant in one message, so the
+/// firer hands a thousand fires over in one cast; the scheduler handles each as if cast alone.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AsyncJobs {
+    pub jobs: Vec<AsyncJob>,
+}
+
+impl Message for AsyncJobs {
+    const MODULE: &'static str = crate::module::SCHEDULER;
+    const ACTION: &'static str = "asyncJobs";
+    type Response = ();
+}
+
 /// `gateway → scheduler`: an agent reported the result of an asynchronous run. `Ok` means the
 /// module that asked for the run has stored it, so the gateway may acknowledge it to the agent
 /// (which then forgets its spooled copy).

@@ -21,7 +21,7 @@ use std::time::Duration;
 use elves_bus::Bus;
 use elves_rpc::done::{CronResult, Done, TaskResult};
 use elves_rpc::gateway::{Cancel, Dispatch, Instruct};
-use elves_rpc::scheduler::{AsyncJob, CancelRun, RtResult, RunResult, SyncJob};
+use elves_rpc::scheduler::{AsyncJob, AsyncJobs, CancelRun, RtResult, RunResult, SyncJob};
 use elves_types::{ApiError, ErrorCode, Id};
 
 /// Extra time allowed past the job's own timeout for the trip to the agent and back.
@@ -55,6 +55,18 @@ impl Service {
         svc.bus.serve(move |m: AsyncJob| {
             let bus = me.clone();
             async move { async_job(&bus, m).await }
+        });
+        // A batch (a cron instant's fires): each job goes through the AsyncJob route, bounded
+        // by its slots as if cast alone.
+        let me = svc.bus.clone();
+        svc.bus.serve(move |m: AsyncJobs| {
+            for job in m.jobs {
+                let run_id = job.run_id;
+                if let Err(e) = me.cast(job) {
+                    tracing::error!(%run_id, error = %e, "async job of a batch not queued");
+                }
+            }
+            async {}
         });
         let me = svc.bus.clone();
         svc.bus.serve(move |m: RunResult| {

@@ -609,8 +609,54 @@ impl Store {
             .map_err(|e| Error::db(what, e))
     }
 
-    /// Runs recorded at or after `since_ms` that have no result yet, oldest first, at most
-    /// `limit` (redelivery after a restart).
+    /// Runs recorded but not (known to be) handed to the scheduler: no dispatch stamp and no
+    /// result, by instant, at most `limit`. The firer records an instant's fires ahead of it,
+    /// so after a restart or a takeover these are runs recorded for an instant that the
+    /// previous firer may not have reached; the new firer dispatches each once (same run id)
+    /// or withdraws it by its misfire policy.
+    pub async fn pending_cron_runs(&self, limit: i64) -> Result<Vec<CronRunRow>, Error> {
+        let what = "cannot list pending cron runs";
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM cron_runs WHERE dispatched_at_ms IS NULL AND finished_at_ms IS NULL
+              ORDER BY fire_at_ms, run_id LIMIT ?"
+        ))
+        .bind(limit.max(0))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| Error::db(what, e))?;
+        rows.iter()
+            .map(run_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(|e| Error::db(what, e))
+    }
+
+    /// Deletes recorded runs that were never handed to the scheduler (a stop or delete came
+    /// between their recording and their instant, or the misfire policy dropped them after a
+    /// restart); a run stamped as dispatched or with a result stays. The cron's newest fire
+    /// (`last_fire_at_ms`) stays too, so the withdrawn instant is never recorded again.
+    /// Returns how many were deleted.
+    pub async fn withdraw_cron_runs(&self, run_ids: &[String]) -> Result<u64, Error> {
+        let what = "cannot withdraw cron runs";
+        let mut n = 0;
+        for chunk in run_ids.chunks(FIRES_PER_STATEMENT) {
+            let done = sqlx::query(
+                "DELETE FROM cron_runs WHERE run_id IN (SELECT value FROM json_each(?))
+                   AND dispatched_at_ms IS NULL AND finished_at_ms IS NULL",
+            )
+            .bind(json(&chunk))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| Error::db(what, e))?;
+            n += done.rows_affected();
+        }
+        Ok(n)
+    }
+
+    /// Runs handed to the scheduler at or after `since_ms` that have no result yet, oldest
+    /// first, at most `limit` (redelivery after a restart). Runs never stamped as dispatched
+    /// are the firer's ([`Store::pending_cron_runs`]).
     pub async fn unfinished_cron_runs(
         &self,
         since_ms: i64,
@@ -621,6 +667,7 @@ impl Store {
             "SELECT ",
             run_columns!(),
             " FROM cron_runs WHERE finished_at_ms IS NULL AND recorded_at_ms >= ?
+                AND dispatched_at_ms IS NOT NULL
               ORDER BY recorded_at_ms LIMIT ?"
         ))
         .bind(since_ms)
@@ -808,6 +855,13 @@ mod tests {
         s.record_cron_fires("f", t, 1, &[fire("C1", "R1", 1000)])
             .await
             .unwrap();
+        // Recorded, not yet dispatched: the firer's, not the redelivery's.
+        assert_eq!(s.pending_cron_runs(10).await.unwrap().len(), 1);
+        assert!(s.unfinished_cron_runs(0, 10).await.unwrap().is_empty());
+        s.cron_fires_dispatched(&[fire("C1", "R1", 1000)], 1000, 10)
+            .await
+            .unwrap();
+        assert!(s.pending_cron_runs(10).await.unwrap().is_empty());
         assert_eq!(s.unfinished_cron_runs(0, 10).await.unwrap().len(), 1);
         let out = CronOutcome {
             run_id: "R1".into(),
@@ -828,6 +882,65 @@ mod tests {
         assert_eq!(s.cron("C1").await.unwrap().unwrap().last, Some(out.clone()));
         assert_eq!(s.cron_runs("C1").await.unwrap()[0].result, Some(out));
         assert!(s.unfinished_cron_runs(0, 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn only_runs_never_dispatched_are_pending_and_withdrawn() {
+        let (_d, s) = store().await;
+        s.create_cron(&cron("C1", "A", "10.0.0.1", 0))
+            .await
+            .unwrap();
+        let t = s.cron_lease("f", 0, i64::MAX / 2).await.unwrap().unwrap();
+        let fires = [
+            fire("C1", "R1", 1000),
+            fire("C1", "R2", 2000),
+            fire("C1", "R3", 3000),
+        ];
+        for f in &fires {
+            s.record_cron_fires("f", t, 1, std::slice::from_ref(f))
+                .await
+                .unwrap();
+        }
+        // R1 dispatched, R2 answered (a lost stamp), R3 recorded ahead of its instant.
+        s.cron_fires_dispatched(&fires[..1], 1000, 10)
+            .await
+            .unwrap();
+        let answered = CronOutcome {
+            run_id: "R2".into(),
+            at_ms: 2100,
+            flag: true,
+            error: String::new(),
+            worker_flag: 1,
+            worker_message: String::new(),
+            worker_costtime: 1,
+        };
+        assert!(s.record_cron_result(&answered).await.unwrap());
+        let pending: Vec<_> = s
+            .pending_cron_runs(10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.run_id, r.fire_at_ms))
+            .collect();
+        assert_eq!(pending, [("R3".to_string(), 3000)]);
+        // Withdrawing touches only never-dispatched, unanswered runs.
+        let ids: Vec<String> = ["R1", "R2", "R3", "NOPE"].map(String::from).to_vec();
+        assert_eq!(s.withdraw_cron_runs(&ids).await.unwrap(), 1);
+        let left: Vec<_> = s
+            .cron_runs("C1")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.run_id)
+            .collect();
+        assert_eq!(left, ["R2", "R1"]);
+        // The withdrawn instant is never recorded again.
+        assert_eq!(
+            s.record_cron_fires("f", t, 1, &[fire("C1", "R3b", 3000)])
+                .await
+                .unwrap(),
+            Some(vec![false])
+        );
     }
 
     #[tokio::test]
