@@ -75,6 +75,24 @@ impl CommonArgs {
         })
     }
 
+    /// Starts a center and `agents` agents on the loopback identities `127.0.0.1`,
+    /// `127.0.0.2`, … (agents logging at `agent_filter`); returns the identities too.
+    pub fn cluster(
+        &self,
+        sign_type: SignType,
+        agents: u32,
+        agent_filter: &str,
+    ) -> anyhow::Result<(Vec<String>, Cluster)> {
+        let ips: Vec<String> = (1..=agents).map(|i| format!("127.0.0.{i}")).collect();
+        let cluster = Cluster::start(&ClusterOpts {
+            bin_dir: self.bin_dir.as_deref(),
+            agent_ips: &ips,
+            agent_filter,
+            sign_type,
+        })?;
+        Ok((ips, cluster))
+    }
+
     /// Keeps the cluster's directory when asked (call before dropping it).
     pub fn keep(&self, cluster: &mut Cluster) -> Option<PathBuf> {
         if self.keep_dir {

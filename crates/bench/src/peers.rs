@@ -32,8 +32,7 @@ use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 
 use crate::harness::{
-    APP, Api, Cluster, ClusterOpts, CommonArgs, FUNC, JOB_TIMEOUT, RT_PATH, RunStart, STEP_LIMIT,
-    loadavg, rt_params,
+    APP, Api, CommonArgs, FUNC, JOB_TIMEOUT, RT_PATH, RunStart, STEP_LIMIT, loadavg, rt_params,
 };
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -609,13 +608,7 @@ pub fn salt_peer(args: SaltPeerArgs) -> anyhow::Result<()> {
         load_start,
         sign_type,
     } = args.common.begin()?;
-    let ips: Vec<String> = (1..=args.agents).map(|i| format!("127.0.0.{i}")).collect();
-    let mut cluster = Cluster::start(&ClusterOpts {
-        bin_dir: args.common.bin_dir.as_deref(),
-        agent_ips: &ips,
-        agent_filter: "info",
-        sign_type,
-    })?;
+    let (ips, mut cluster) = args.common.cluster(sign_type, args.agents, "info")?;
     if args.worker == Worker::True {
         install_true_worker(&cluster.entry)?;
     }

@@ -10,8 +10,8 @@ use elves_bench::{Runs, Tally, WorkerEvent, count_runs, plan_queues, tally};
 use elves_sign::SignType;
 
 use crate::harness::{
-    AGENT_TRACE_FILTER, APP, Cluster, ClusterOpts, CommonArgs, FUNC, JOB_TIMEOUT, Machine,
-    RunStart, bare_std_parallel, loadavg, unix_us,
+    AGENT_TRACE_FILTER, APP, Cluster, CommonArgs, FUNC, JOB_TIMEOUT, Machine, RunStart,
+    bare_std_parallel, loadavg, unix_us,
 };
 
 #[derive(Args)]
@@ -258,14 +258,10 @@ pub fn queue_throughput(args: QueueArgs) -> anyhow::Result<()> {
         load_start,
         sign_type,
     } = args.common.begin()?;
-    let ips: Vec<String> = (1..=args.agents).map(|i| format!("127.0.0.{i}")).collect();
     // The executor's debug lines name every run's task: they are how runs are counted.
-    let mut cluster = Cluster::start(&ClusterOpts {
-        bin_dir: args.common.bin_dir.as_deref(),
-        agent_ips: &ips,
-        agent_filter: AGENT_TRACE_FILTER,
-        sign_type,
-    })?;
+    let (ips, mut cluster) = args
+        .common
+        .cluster(sign_type, args.agents, AGENT_TRACE_FILTER)?;
     let mut shapes = vec![Shape::Flat];
     if args.chain_depth > 1 {
         shapes.push(Shape::Chains(args.chain_depth as usize));

@@ -10,7 +10,7 @@ use clap::Args;
 use elves_bench::{Summary, TABLE_HEAD, row};
 
 use crate::harness::{
-    Cluster, ClusterOpts, CommonArgs, RT_PATH, RunStart, bare_std_parallel, loadavg, rt_params,
+    Cluster, CommonArgs, RT_PATH, RunStart, bare_std_parallel, loadavg, rt_params,
 };
 use crate::load::{self, cpu_time};
 
@@ -56,13 +56,7 @@ pub fn rt_throughput(args: RtThroughputArgs) -> anyhow::Result<()> {
         load_start,
         sign_type,
     } = args.common.begin()?;
-    let ips: Vec<String> = (1..=args.agents).map(|i| format!("127.0.0.{i}")).collect();
-    let mut cluster = Cluster::start(&ClusterOpts {
-        bin_dir: args.common.bin_dir.as_deref(),
-        agent_ips: &ips,
-        agent_filter: "info",
-        sign_type,
-    })?;
+    let (ips, mut cluster) = args.common.cluster(sign_type, args.agents, "info")?;
     let spawners = args.spawners.unwrap_or(ips.len()).max(1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

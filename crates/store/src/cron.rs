@@ -162,6 +162,16 @@ fn cron_from_row(row: &SqliteRow) -> Result<CronRow, sqlx::Error> {
     })
 }
 
+/// Decodes fetched `cron_runs` rows; a failed fetch or row is `what` failing.
+fn runs_of(
+    fetched: Result<Vec<SqliteRow>, sqlx::Error>,
+    what: &str,
+) -> Result<Vec<CronRunRow>, Error> {
+    fetched
+        .and_then(|rows| rows.iter().map(run_from_row).collect())
+        .map_err(|e| Error::db(what, e))
+}
+
 fn run_from_row(row: &SqliteRow) -> Result<CronRunRow, sqlx::Error> {
     let run_id: String = row.try_get(0)?;
     let finished: Option<i64> = row.try_get(5)?;
@@ -593,20 +603,15 @@ impl Store {
 
     /// The kept runs of a cron, newest first.
     pub async fn cron_runs(&self, cron_id: &str) -> Result<Vec<CronRunRow>, Error> {
-        let what = "cannot read cron runs";
-        let rows = sqlx::query(concat!(
+        let fetched = sqlx::query(concat!(
             "SELECT ",
             run_columns!(),
             " FROM cron_runs WHERE cron_id = ? ORDER BY fire_at_ms DESC"
         ))
         .bind(cron_id)
         .fetch_all(&self.pool)
-        .await
-        .map_err(|e| Error::db(what, e))?;
-        rows.iter()
-            .map(run_from_row)
-            .collect::<Result<_, _>>()
-            .map_err(|e| Error::db(what, e))
+        .await;
+        runs_of(fetched, "cannot read cron runs")
     }
 
     /// Runs recorded but not (known to be) handed to the scheduler: no dispatch stamp and no
@@ -615,8 +620,7 @@ impl Store {
     /// previous firer may not have reached; the new firer dispatches each once (same run id)
     /// or withdraws it by its misfire policy.
     pub async fn pending_cron_runs(&self, limit: i64) -> Result<Vec<CronRunRow>, Error> {
-        let what = "cannot list pending cron runs";
-        let rows = sqlx::query(concat!(
+        let fetched = sqlx::query(concat!(
             "SELECT ",
             run_columns!(),
             " FROM cron_runs WHERE dispatched_at_ms IS NULL AND finished_at_ms IS NULL
@@ -624,12 +628,8 @@ impl Store {
         ))
         .bind(limit.max(0))
         .fetch_all(&self.pool)
-        .await
-        .map_err(|e| Error::db(what, e))?;
-        rows.iter()
-            .map(run_from_row)
-            .collect::<Result<_, _>>()
-            .map_err(|e| Error::db(what, e))
+        .await;
+        runs_of(fetched, "cannot list pending cron runs")
     }
 
     /// Deletes recorded runs that were never handed to the scheduler (a stop or delete came
@@ -662,8 +662,7 @@ impl Store {
         since_ms: i64,
         limit: i64,
     ) -> Result<Vec<CronRunRow>, Error> {
-        let what = "cannot list unfinished cron runs";
-        let rows = sqlx::query(concat!(
+        let fetched = sqlx::query(concat!(
             "SELECT ",
             run_columns!(),
             " FROM cron_runs WHERE finished_at_ms IS NULL AND recorded_at_ms >= ?
@@ -673,12 +672,8 @@ impl Store {
         .bind(since_ms)
         .bind(limit.max(0))
         .fetch_all(&self.pool)
-        .await
-        .map_err(|e| Error::db(what, e))?;
-        rows.iter()
-            .map(run_from_row)
-            .collect::<Result<_, _>>()
-            .map_err(|e| Error::db(what, e))
+        .await;
+        runs_of(fetched, "cannot list unfinished cron runs")
     }
 }
 
