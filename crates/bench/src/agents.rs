@@ -491,6 +491,7 @@ pub fn agent_scale(args: AgentScaleArgs) -> anyhow::Result<()> {
         agent_ips: &[],
         agent_filter: "info",
         sign_type,
+        lean_agent: false,
     })?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -118,6 +118,7 @@ pub fn cron_lag(args: CronArgs) -> anyhow::Result<()> {
             agent_ips: &ips,
             agent_filter: "info",
             sign_type,
+            lean_agent: false,
         },
         |c| {
             // Every run of the window is kept, whatever its length.

@@ -102,6 +102,7 @@ pub fn footprint(args: FootprintArgs) -> anyhow::Result<()> {
             agent_ips: &[],
             agent_filter: "info",
             sign_type,
+            lean_agent: false,
         })?;
         let addr = c.api.addr().to_owned();
         let limit = Duration::from_secs(30);
@@ -113,13 +114,15 @@ pub fn footprint(args: FootprintArgs) -> anyhow::Result<()> {
         c.stop();
     }
 
-    // Idle memory: one center, one agent, one job each way, then idle.
+    // Idle memory: one center, one agent (the lean `elves-agent` hosts run), one job each
+    // way, then idle.
     let ips = ["127.0.0.1".to_owned()];
     let mut cluster = Cluster::start(&ClusterOpts {
         bin_dir: args.common.bin_dir.as_deref(),
         agent_ips: &ips,
         agent_filter: "info",
         sign_type,
+        lean_agent: true,
     })?;
     rt.block_on(cluster.ready(&ips))?;
     std::thread::sleep(Duration::from_secs(args.idle_secs));
@@ -159,7 +162,7 @@ pub fn footprint(args: FootprintArgs) -> anyhow::Result<()> {
         verdict(mib(center.0) <= 30.0)
     ));
     out.push_str(&format!(
-        "| agent idle RSS (peak so far) | {:.1} MiB ({:.1}) | ≤ 10 MiB | {} |\n",
+        "| agent (`elves-agent`) idle RSS (peak so far) | {:.1} MiB ({:.1}) | ≤ 10 MiB | {} |\n",
         mib(agent.0),
         mib(agent.1),
         verdict(mib(agent.0) <= 10.0)

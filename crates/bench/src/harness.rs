@@ -89,6 +89,7 @@ impl CommonArgs {
             agent_ips: &ips,
             agent_filter,
             sign_type,
+            lean_agent: false,
         })?;
         Ok((ips, cluster))
     }
@@ -245,7 +246,8 @@ pub struct Role {
 }
 
 impl Role {
-    /// `elves --log-format json <role> --config <config>`, logging to `<label>.stderr`.
+    /// `elves --log-format json <role> --config <config>` (no role: a binary that is only
+    /// that role, `elves-agent`), logging to `<label>.stderr`.
     fn start(
         elves: &Path,
         role: &str,
@@ -256,7 +258,11 @@ impl Role {
     ) -> anyhow::Result<Role> {
         let stderr = dir.join(format!("{label}.stderr"));
         let mut cmd = elves_command(elves, std::fs::File::create(&stderr)?, log_filter);
-        cmd.args(["--log-format", "json", role, "--config"])
+        cmd.args(["--log-format", "json"]);
+        if !role.is_empty() {
+            cmd.arg(role);
+        }
+        cmd.arg("--config")
             .arg(config)
             .current_dir(dir)
             .env("NO_COLOR", "1");
@@ -323,6 +329,9 @@ pub struct ClusterOpts<'a> {
     /// `ELVES_LOG` of the agents.
     pub agent_filter: &'a str,
     pub sign_type: SignType,
+    /// Run the agents as the lean `elves-agent` binary (what hosts deploy) instead of
+    /// `elves agent`.
+    pub lean_agent: bool,
 }
 
 /// One center and its agents on loopback, in a temporary directory, with the native no-op
@@ -418,9 +427,14 @@ impl Cluster {
             agent.validate()?;
             let toml_path = dir.join(format!("{label}.toml"));
             std::fs::write(&toml_path, toml::to_string(&agent)?)?;
+            let (bin, role) = if o.lean_agent {
+                (elves.with_file_name("elves-agent"), "")
+            } else {
+                (elves.clone(), "agent")
+            };
             agents.push(Role::start(
-                &elves,
-                "agent",
+                &bin,
+                role,
                 &label,
                 &toml_path,
                 &dir,

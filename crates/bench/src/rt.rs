@@ -89,6 +89,7 @@ pub fn rt_latency(args: RtArgs) -> anyhow::Result<()> {
             "info"
         },
         sign_type,
+        lean_agent: false,
     })?;
 
     let rt = tokio::runtime::Builder::new_current_thread()
