@@ -397,7 +397,7 @@ impl State {
         if !bool::from(presented.as_bytes().ct_eq(pinned.secret_sha256.as_bytes())) {
             tracing::warn!(%ip, "refused agent link: the credential does not match the one pinned to this ip at enrollment");
             return Err(Status::permission_denied(
-                "this ip is held by another credential; an operator must release it",
+                "this ip is held by another credential; an operator must release it (elves admin agent release IP)",
             ));
         }
         Ok(())
@@ -524,8 +524,8 @@ impl AgentLink for Handler {
             Ok(false) => {
                 tracing::warn!(ip = %r.ip, asset = %r.asset, "refused enrollment: this ip is already held by another credential");
                 Err(Status::permission_denied(format!(
-                    "ip {} is already enrolled with another credential; an operator must release it",
-                    r.ip
+                    "ip {ip} is already enrolled with another credential; an operator must release it (elves admin agent release {ip})",
+                    ip = r.ip
                 )))
             }
             Err(e) => Err(Status::unavailable(e.to_string())),
