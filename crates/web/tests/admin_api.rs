@@ -1,13 +1,11 @@
 //! The admin API over a real supervisor module on an in-process bus with a temp store.
 
-use std::sync::Arc;
+mod common;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use elves_bus::Bus;
 use elves_store::{PackageStore, Store};
-use elves_supervisor::{Options, Service};
 use elves_web::{AdminOptions, admin_router};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -24,16 +22,7 @@ struct T {
 
 async fn start(token: &str) -> T {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("elves.db").display());
-    let store = Store::open(&url).await.unwrap();
-    let bus = Bus::memory();
-    let opts = Options {
-        center_secret: "0123456789ABCDEF0123456789ABCDEF".into(),
-        time_format: Arc::new(|ms| ms.to_string()),
-        bind_sync_every: None,
-        bind_sync_limits: Default::default(),
-    };
-    Service::start(opts, &bus, store.clone()).unwrap();
+    let (bus, store) = common::supervisor(dir.path()).await;
     let packages = PackageStore::open(dir.path().join("packages")).unwrap();
     let router = admin_router(
         AdminOptions {

@@ -2,15 +2,13 @@
 //! login CSRF and rate limit, session cookies, CSRF on state changes, foreign origins, roles,
 //! logout, and a key's secret shown once.
 
-use std::sync::Arc;
+mod common;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use elves_bus::Bus;
 use elves_rpc::supervisor::{Admin, AdminCommand};
-use elves_store::{PackageStore, Store};
-use elves_supervisor::{Options, Service};
+use elves_store::PackageStore;
 use elves_web::{AdminOptions, UiOptions, web_router};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
@@ -33,16 +31,7 @@ struct Resp {
 
 async fn start() -> T {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("elves.db").display());
-    let store = Store::open(&url).await.unwrap();
-    let bus = Bus::memory();
-    let opts = Options {
-        center_secret: "0123456789ABCDEF0123456789ABCDEF".into(),
-        time_format: Arc::new(|ms| ms.to_string()),
-        bind_sync_every: None,
-        bind_sync_limits: Default::default(),
-    };
-    Service::start(opts, &bus, store).unwrap();
+    let (bus, _store) = common::supervisor(dir.path()).await;
     for (email, role) in [(ADMIN, "admin"), (OPERATOR, "operator")] {
         let cmd = AdminCommand::UserAdd {
             email: email.into(),
