@@ -3,11 +3,13 @@
 //! ids), and Python's `http.server` receives the HTTP deliveries. Both servers are the
 //! Python SDK's helpers (`sdk/python/elves_app/processor.py`).
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::time::Duration;
+
+#[path = "support/python_server.rs"]
+mod python_server;
 
 use elves_agent::processor::{self, Delivery, Ins, Options, Processors, Target};
 use tokio_util::sync::CancellationToken;
@@ -42,30 +44,13 @@ struct PyServer {
 impl PyServer {
     fn start(kind: &str, port: u16) -> PyServer {
         let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk/python");
-        let mut child = Command::new("python3")
-            .args(["-B", "-c", SERVER, kind, &port.to_string()])
-            .arg(&sdk)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 must be installed");
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let first = lines
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the Python server did not start (is the `thrift` package installed? pip install thrift)");
-        let port = first
-            .strip_prefix("PORT ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+        let mut cmd = Command::new("python3");
+        cmd.args(["-B", "-c", SERVER, kind, &port.to_string()])
+            .arg(&sdk);
+        let (child, lines, port) = python_server::spawn(
+            cmd,
+            "the Python server did not start (is the `thrift` package installed? pip install thrift)",
+        );
         PyServer { child, lines, port }
     }
 

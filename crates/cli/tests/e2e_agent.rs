@@ -12,12 +12,14 @@
 //! Every wait is a bounded poll; every port is free when chosen.
 
 mod common;
+#[path = "../../agent/tests/support/python_server.rs"]
+mod python_server;
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::OnceLock;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -82,27 +84,9 @@ s = processor.make_http_server(handler, "127.0.0.1", 0, "/result")
 print("PORT %d" % s.server_address[1], flush=True)
 s.serve_forever()
 "#;
-        let mut child = Command::new("python3")
-            .args(["-B", "-c", script])
-            .arg(&sdk)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 must be installed");
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let first = lines
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the processor did not start");
-        let port = first.strip_prefix("PORT ").unwrap().parse().unwrap();
+        let mut cmd = Command::new("python3");
+        cmd.args(["-B", "-c", script]).arg(&sdk);
+        let (child, lines, port) = python_server::spawn(cmd, "the processor did not start");
         Processor { child, lines, port }
     }
 
