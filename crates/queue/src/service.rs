@@ -628,7 +628,9 @@ impl Inner {
             Err(_) => None,
         };
         // Into the queue's inbox; whoever holds the queue next stores every result waiting
-        // there in one transaction (group commit) and answers each.
+        // there in one transaction (group commit) and answers each. Each entry is a bus call
+        // still waiting for its answer, so the inbox is bounded by the bus's handler
+        // concurrency (`elves_bus::MAX_IN_FLIGHT`).
         let (done, stored) = tokio::sync::oneshot::channel();
         self.inbox
             .lock()
