@@ -479,8 +479,12 @@ impl Executor {
     /// most [`PIPE_DRAIN`]. Processes the worker leaves behind after a normal exit are not
     /// killed; on timeout, cancellation or output over the cap the whole group is killed.
     pub async fn run(&self, job: &Job, installed: bool, cancel: CancellationToken) -> Outcome {
-        let (mut cmd, program, _permit) = match self.prepare(job, installed, &cancel).await {
-            Ok(p) => p,
+        let Admitted {
+            mut cmd,
+            program,
+            _permit,
+        } = match self.admit(job, installed, &cancel).await {
+            Ok(a) => a,
             Err(o) => return o,
         };
         cmd.stdout(Stdio::piped())
@@ -552,13 +556,14 @@ impl Executor {
 
     /// The worker's command and program, once the app is known to be installed and a slot
     /// under the worker caps ([`crate::limits`]) is free (waited for until `cancel`; the
-    /// time limit starts at the spawn, not here).
-    async fn prepare(
+    /// time limit starts at the spawn, not here). The slot is held until the [`Admitted`] is
+    /// dropped.
+    pub async fn admit(
         &self,
         job: &Job,
         installed: bool,
         cancel: &CancellationToken,
-    ) -> Result<(Command, PathBuf, Option<crate::limits::Permit>), Outcome> {
+    ) -> Result<Admitted, Outcome> {
         if !installed {
             return Err(Outcome::fail(format!("app [{}] not install !", job.app), 0));
         }
@@ -571,13 +576,18 @@ impl Executor {
             ),
             None => None,
         };
-        Ok((cmd, program, permit))
+        Ok(Admitted {
+            cmd,
+            program,
+            _permit: permit,
+        })
     }
 
-    /// Runs one worker for an asynchronous `job` with its stdout and stderr in `files`
-    /// instead of pipes, so that the worker and its output survive the agent: a restarted
-    /// agent adopts it ([`crate::runs`]). `started` is called with the worker's pid and
-    /// process start time right after the spawn (the caller records them).
+    /// Runs one worker for an asynchronous `job`, [admitted](Executor::admit) first (the
+    /// caller records the run in between), with its stdout and stderr in `files` instead of
+    /// pipes, so that the worker and its output survive the agent: a restarted agent adopts it
+    /// ([`crate::runs`]). `started` is called with the worker's pid right after the spawn (the
+    /// caller records it).
     ///
     /// Same rules as [`Executor::run`], except that the output cap is checked every
     /// [`FILE_POLL`] while the worker runs (and exactly once it exited), and that processes
@@ -585,15 +595,16 @@ impl Executor {
     pub async fn run_to_files(
         &self,
         job: &Job,
-        installed: bool,
+        admitted: Admitted,
         files: &RunFiles,
         cancel: CancellationToken,
         started: impl FnOnce(i32),
     ) -> Outcome {
-        let (mut cmd, program, _permit) = match self.prepare(job, installed, &cancel).await {
-            Ok(p) => p,
-            Err(o) => return o,
-        };
+        let Admitted {
+            mut cmd,
+            program,
+            _permit,
+        } = admitted;
         let open = |p: &Path| std::fs::File::create(p);
         let (out, err) = match (open(&files.out), open(&files.err)) {
             (Ok(o), Ok(e)) => (o, e),
@@ -773,6 +784,14 @@ impl Executor {
 
         judge(Some(status), &out, &err, costtime)
     }
+}
+
+/// A worker allowed to start: its command (without stdout and stderr) and its slot under the
+/// worker caps, held until this is dropped.
+pub struct Admitted {
+    cmd: Command,
+    program: PathBuf,
+    _permit: Option<crate::limits::Permit>,
 }
 
 /// How often the output cap of a worker writing to files is checked.

@@ -447,8 +447,8 @@ impl Agent {
     }
 
     /// An asynchronous run ended: its result goes to the spool, then the run leaves the
-    /// journal (unless it could not be spooled) and the running set. Returns the message to
-    /// send.
+    /// journal (unless it could not be spooled; a run that ended waiting for its worker slot was
+    /// never recorded, and has nothing to remove) and the running set. Returns the message to send.
     async fn settle(&self, rec: &Record, o: Outcome) -> AgentMessage {
         let done = Spooled {
             run_id: rec.run_id.clone(),
@@ -591,21 +591,30 @@ impl Agent {
             start_ticks: None,
             slot: None,
         };
-        let begun = self.journal.begin(&mut rec);
-        let files = self.journal.files(&rec);
-        let outcome = match (begun, files) {
-            (Ok(()), Some(files)) => {
-                let journal = &self.journal;
-                self.exec
-                    .run_to_files(&job, installed, &files, token, |pid| {
-                        if let Err(e) = journal.started(&mut rec, pid) {
-                            tracing::error!(%run_id, error = %e, "cannot record a worker's pid");
-                        }
-                    })
-                    .await
+        // The run waits for its worker slot unrecorded: an agent killed meanwhile never
+        // started it, so the center's redelivery runs it (and the journal holds at most one
+        // record per worker slot, whose files are reused).
+        let outcome = match self.exec.admit(&job, installed, &token).await {
+            Err(o) => o,
+            Ok(admitted) => {
+                rec.began_unix_ms = crate::runs::unix_ms();
+                match (self.journal.begin(&mut rec), self.journal.files(&rec)) {
+                    (Ok(()), Some(files)) => {
+                        let journal = &self.journal;
+                        self.exec
+                            .run_to_files(&job, admitted, &files, token, |pid| {
+                                if let Err(e) = journal.started(&mut rec, pid) {
+                                    tracing::error!(%run_id, error = %e, "cannot record a worker's pid");
+                                }
+                            })
+                            .await
+                    }
+                    (Err(e), _) => {
+                        Outcome::fail(format!("app exec error : cannot record the run: {e}"), 0)
+                    }
+                    (_, None) => Outcome::fail("app exec error : invalid run id", 0),
+                }
             }
-            (Err(e), _) => Outcome::fail(format!("app exec error : cannot record the run: {e}"), 0),
-            (_, None) => Outcome::fail("app exec error : invalid run id", 0),
         };
         tracing::info!(
             %run_id, app = %job.app, func = %job.func, flag = outcome.flag,

@@ -11,8 +11,11 @@
 //!
 //! # The life of a run
 //!
-//! 1. [`Journal::begin`] takes a free slot and writes the record (no pid yet) — before the
-//!    spawn.
+//! 1. Once the run holds its worker slot under the caps ([`crate::limits`]),
+//!    [`Journal::begin`] takes a free journal slot and writes the record (no pid yet) — before
+//!    the spawn. A run still waiting for its worker slot is not recorded: an agent killed then
+//!    never started it, and the center's redelivery runs it; and journal slots number at most
+//!    the runs holding a worker slot or waiting for the spool.
 //! 2. The worker starts; [`Journal::started`] rewrites the record with its pid and start time
 //!    (one write over the old one).
 //! 3. The worker ends; the agent writes the result to the [spool](crate::spool) and only

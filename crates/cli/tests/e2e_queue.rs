@@ -516,25 +516,39 @@ fn center_killed_mid_queue_runs_each_task_once(c: &mut Cluster) {
     line_at(&log, "end ok_s6");
 }
 
-/// Case 7: the agent is killed (SIGKILL) while its task runs and its dependant waits, then
+/// Case 7: the agent is killed (SIGKILL) while its task runs, another of its tasks waits
+/// for a worker slot (the agent runs one worker at most) and a dependant waits; then it is
 /// started again on the same data directory: it adopts the worker that outlived it, collects
-/// its answer, and each task runs exactly once.
+/// its answer, runs the task that was waiting (never started, so redelivered), and each task
+/// runs exactly once.
 fn agent_killed_mid_task_adopts_its_worker(c: &mut Cluster) {
+    // Agent A again, with one worker at most.
+    c.procs.get_mut("agent-a").kill9();
+    let home = c.dir.path().join("agent-a");
+    let config = home.join("agent.toml");
+    let mut text = fs::read_to_string(&config).unwrap();
+    text.push_str("\n[limits]\nmax_workers = 1\n");
+    fs::write(&config, text).unwrap();
+    c.procs
+        .0
+        .push(Proc::start("agent-a-1", "agent", &config, &home));
+    c.wait_agent(IP_A);
     let q = create(c);
     let s = add(c, &q, IP_A, "slow_s7", "");
+    let w = add(c, &q, IP_A, "ok_w7", "");
     let d = add(c, &q, IP_B, "ok_s7", &s);
     commit(c, &q);
     poll("the slow task to start", READY_LIMIT, || {
         runs(c).iter().any(|l| l == "start slow_s7").then_some(())
     });
-    c.procs.get_mut("agent-a").kill9();
-    let home = c.dir.path().join("agent-a");
-    c.procs.0.push(Proc::start(
-        "agent-a-2",
-        "agent",
-        &home.join("agent.toml"),
-        &home,
-    ));
+    assert!(
+        !runs(c).iter().any(|l| l == "start ok_w7"),
+        "the second task waits for the only worker slot"
+    );
+    c.procs.get_mut("agent-a-1").kill9();
+    c.procs
+        .0
+        .push(Proc::start("agent-a-2", "agent", &config, &home));
     let r = terminal(c, &q);
     check_tasks(
         "after the agent's restart",
@@ -545,12 +559,20 @@ fn agent_killed_mid_task_adopts_its_worker(c: &mut Cluster) {
                 finished("", "true", "", 1, &format!("slow slow_s7 on {IP_A}")),
             ),
             (
+                &w,
+                finished("", "true", "", 1, &format!("ok ok_w7 on {IP_A}")),
+            ),
+            (
                 &d,
                 finished(&s, "true", "", 1, &format!("ok ok_s7 on {IP_B}")),
             ),
         ],
     );
     let log = runs(c);
+    for task in ["slow_s7", "ok_w7", "ok_s7"] {
+        let starts = log.iter().filter(|l| **l == format!("start {task}")).count();
+        assert_eq!(starts, 1, "{task} ran once: {log:#?}");
+    }
     assert!(
         line_at(&log, "end slow_s7") < line_at(&log, "start ok_s7"),
         "{log:#?}"
