@@ -2,24 +2,27 @@
 //! only when the center acknowledges it, so a result survives a lost link and an agent
 //! restart (agent-protocol §6).
 //!
-//! # Group commit
+//! # Group commit into an append-only log
 //!
-//! Making a file durable costs two `fsync`s (the file, then its directory for its name), several
-//! milliseconds on an ordinary disk, so one file per result capped an agent at a few hundred
-//! results per second and kept its runtime threads blocked meanwhile. Results are therefore
-//! written in **batches** by one writer thread: [`Spool::put`] hands the result over and waits;
-//! the writer takes every result waiting at that moment (at most [`MAX_BATCH`] results or
-//! about [`BATCH_BYTES`]), writes them as one file (`batch-{seq}.json`, a JSON array; written to
-//! a temporary file, synced, renamed, directory synced) and only then answers each `put`. A
-//! result is thus durable before `put` returns, exactly as before, and a burst of results costs
-//! one pair of `fsync`s instead of one pair each.
+//! Making a result durable costs an `fsync`, several milliseconds on an ordinary disk, and
+//! creating a file costs more than writing one (ext4 searches its inode tables for an inode
+//! that was not freed recently, which is slow right after many deletions). Results are
+//! therefore written in **batches** by one writer thread, **appended** to a log segment: [`Spool::put`]
+//! hands the result over and waits; the writer takes every result waiting at that moment (at
+//! most [`MAX_BATCH`] results or about [`BATCH_BYTES`]), appends them as one line (a JSON array)
+//! to the current segment `seg-{seq}.log`, syncs the file's data and only then answers each
+//! `put`. A result is thus durable before `put` returns, a burst of results costs one `fsync`,
+//! and a file is created (and its directory synced) only when a segment is started: at the
+//! first result after a start, and after [`SEGMENT_BYTES`].
 //!
-//! An index in memory (run id → batch file, and how many results of each file are not yet
-//! acknowledged) serves [`Spool::get`] and [`Spool::remove`]; a file is deleted when its last
-//! result is acknowledged. After a restart every result of a file that is still there is
-//! offered again, including ones acknowledged just before the agent died: harmless, since
-//! the center de-duplicates by run id. Files of the older layout (`{RUN}.json`, one result
-//! each) are read the same way.
+//! An index in memory (run id → segment, and how many results of each segment are not yet
+//! acknowledged) serves [`Spool::get`] and [`Spool::remove`]; a segment the writer has moved
+//! on from is deleted when its last result is acknowledged. A line cut short by a crash (only
+//! ever the last line of a segment: a segment whose write failed is never appended to again)
+//! is skipped when read. After a restart every result of a segment that is still there is
+//! offered again, including ones acknowledged just before the agent died: harmless, since the
+//! center de-duplicates by run id. Files of the older layouts (`batch-{seq}.json`, a JSON
+//! array; `{RUN}.json`, one result) are read the same way and removed when acknowledged.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -32,11 +35,13 @@ use tokio::sync::{mpsc, oneshot};
 
 /// How many spooled results are read back at once.
 pub const MAX_REPLAY: usize = 10_000;
-/// The most results one batch file holds.
+/// The most results one batch holds.
 pub const MAX_BATCH: usize = 512;
 /// A batch is closed once its results' text passes this many bytes (a single larger result
 /// still makes a batch of its own).
 pub const BATCH_BYTES: usize = 1024 * 1024;
+/// A segment takes no more batches once it is this long; the next batch starts a new one.
+pub const SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
 /// How many results may wait for the writer.
 const WAITING: usize = 4096;
 
@@ -72,17 +77,17 @@ struct Index {
     /// Order number (oldest first) → file name and how many of its results are not yet
     /// acknowledged.
     files: BTreeMap<u64, (String, usize)>,
-    /// The next order number (and batch sequence number).
+    /// The next order number (and segment sequence number).
     next: u64,
+    /// The segment the writer appends to: kept while it is, even with nothing to send.
+    current: Option<u64>,
 }
 
 impl Index {
-    /// Adds a file holding `run_ids`; a run id already spooled in an older file moves here.
-    /// Returns the names of older files left with nothing to send.
-    fn add(&mut self, name: String, run_ids: impl IntoIterator<Item = String>) -> Vec<String> {
-        let n = self.next;
-        self.next += 1;
-        self.files.insert(n, (name, 0));
+    /// Adds `run_ids` to file `n` (named `name`); a run id already spooled in an older file
+    /// moves here. Returns the names of files left with nothing to send.
+    fn add(&mut self, n: u64, name: &str, run_ids: impl IntoIterator<Item = String>) -> Vec<String> {
+        self.files.entry(n).or_insert_with(|| (name.to_owned(), 0));
         let mut emptied = Vec::new();
         for run_id in run_ids {
             match self.runs.insert(run_id, n) {
@@ -98,14 +103,34 @@ impl Index {
     }
 
     /// One result of file `n` is no longer needed; returns the file's name when it was the
-    /// last one.
+    /// last one and the writer no longer appends to it.
     fn release(&mut self, n: u64) -> Option<String> {
         let (_, live) = self.files.get_mut(&n)?;
         *live = live.saturating_sub(1);
-        if *live == 0 {
+        if *live == 0 && self.current != Some(n) {
             return self.files.remove(&n).map(|(name, _)| name);
         }
         None
+    }
+
+    /// A new segment for the writer: its order number and name.
+    fn start_segment(&mut self) -> (u64, String) {
+        let n = self.next;
+        self.next += 1;
+        let name = format!("seg-{n}.log");
+        self.files.insert(n, (name.clone(), 0));
+        self.current = Some(n);
+        (n, name)
+    }
+
+    /// The writer moved on from its segment; returns its name if nothing in it is left to
+    /// send.
+    fn retire_segment(&mut self) -> Option<String> {
+        let n = self.current.take()?;
+        match self.files.get(&n) {
+            Some((_, 0)) => self.files.remove(&n).map(|(name, _)| name),
+            _ => None,
+        }
     }
 }
 
@@ -113,6 +138,8 @@ impl Index {
 struct Shared {
     dir: PathBuf,
     index: Mutex<Index>,
+    /// [`SEGMENT_BYTES`], smaller in tests.
+    segment_bytes: u64,
 }
 
 impl Shared {
@@ -147,8 +174,21 @@ impl std::fmt::Debug for Spool {
     }
 }
 
-/// The results a spool file holds: a batch (JSON array) or, from the older layout, one result.
-fn parse_file(bytes: &[u8]) -> Option<Vec<Spooled>> {
+/// The results a spool file holds, oldest first: a segment (one JSON array per line; a line
+/// that cannot be read, such as one cut short by a crash, is skipped), a batch (JSON array)
+/// or, from the oldest layout, one result. `None` for a file of another kind that cannot be
+/// read.
+fn parse_file(name: &str, bytes: &[u8]) -> Option<Vec<Spooled>> {
+    if name.ends_with(".log") {
+        let mut out = Vec::new();
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            match serde_json::from_slice::<Vec<Spooled>>(line) {
+                Ok(batch) => out.extend(batch),
+                Err(_) => tracing::warn!(file = name, "unreadable spool line skipped"),
+            }
+        }
+        return Some(out);
+    }
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum File {
@@ -161,55 +201,61 @@ fn parse_file(bytes: &[u8]) -> Option<Vec<Spooled>> {
     }
 }
 
-/// The sequence number of a batch file name `batch-{seq}.json`.
-fn batch_seq(name: &str) -> Option<u64> {
-    name.strip_prefix("batch-")?
-        .strip_suffix(".json")?
-        .parse()
-        .ok()
+/// The sequence number of a segment `seg-{seq}.log` or batch file `batch-{seq}.json`.
+fn file_seq(name: &str) -> Option<u64> {
+    let seq = name
+        .strip_prefix("seg-")
+        .and_then(|r| r.strip_suffix(".log"))
+        .or_else(|| name.strip_prefix("batch-")?.strip_suffix(".json"))?;
+    seq.parse().ok()
 }
 
 impl Spool {
     /// Opens (creating, mode 0700) the spool directory, indexes the results it holds (files
-    /// that cannot be read are skipped with a logged error; leftover temporary files of an
-    /// unfinished batch are removed: their results were never reported as spooled) and starts
-    /// the writer thread.
+    /// that cannot be read are skipped with a logged error; leftover temporary files of the
+    /// older layout are removed: their results were never reported as spooled) and starts
+    /// the writer thread. New results go to a new segment.
     pub fn open(dir: &Path) -> std::io::Result<Spool> {
+        Spool::open_with(dir, SEGMENT_BYTES)
+    }
+
+    fn open_with(dir: &Path, segment_bytes: u64) -> std::io::Result<Spool> {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)?;
-        let mut files: Vec<(std::time::SystemTime, u64, String)> = Vec::new();
-        let mut last_seq = 0;
+        // Oldest first: the older layouts (no sequence number) by time, then by sequence.
+        let mut files: Vec<(Option<u64>, std::time::SystemTime, String)> = Vec::new();
         for e in std::fs::read_dir(dir)?.filter_map(Result::ok) {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.ends_with(".tmp") {
                 let _ = std::fs::remove_file(e.path());
                 continue;
             }
-            if !name.ends_with(".json") {
+            if !name.ends_with(".json") && !name.ends_with(".log") {
                 continue;
             }
-            let seq = batch_seq(&name).unwrap_or(0);
-            last_seq = last_seq.max(seq);
             let mtime = e
                 .metadata()
                 .and_then(|m| m.modified())
                 .unwrap_or(std::time::UNIX_EPOCH);
-            files.push((mtime, seq, name));
+            files.push((file_seq(&name), mtime, name));
         }
         files.sort();
         let mut index = Index::default();
-        for (_, _, name) in files {
+        let mut order = 0;
+        for (seq, _, name) in files {
+            index.next = index.next.max(seq.map_or(0, |s| s + 1));
             match std::fs::read(dir.join(&name))
                 .ok()
-                .and_then(|b| parse_file(&b))
+                .and_then(|b| parse_file(&name, &b))
             {
                 Some(results) if !results.is_empty() => {
-                    for old in index.add(name, results.into_iter().map(|r| r.run_id)) {
+                    for old in index.add(order, &name, results.into_iter().map(|r| r.run_id)) {
                         let _ = std::fs::remove_file(dir.join(old));
                     }
+                    order += 1;
                 }
                 Some(_) => {
                     let _ = std::fs::remove_file(dir.join(&name));
@@ -219,10 +265,12 @@ impl Spool {
                 }
             }
         }
-        index.next = index.next.max(last_seq + 1);
+        // Order numbers of new segments follow the files found (and never reuse a name).
+        index.next = index.next.max(order);
         let shared = Arc::new(Shared {
             dir: dir.to_owned(),
             index: Mutex::new(index),
+            segment_bytes,
         });
         let (tx, rx) = mpsc::channel(WAITING);
         let writer = shared.clone();
@@ -233,8 +281,7 @@ impl Spool {
     }
 
     /// Stores a result durably: returns once the batch holding it is written and synced.
-    /// Fails for a run id that is not an Elves id (never part of a path) and when the batch
-    /// cannot be written.
+    /// Fails for a run id that is not an Elves id and when the batch cannot be written.
     pub async fn put(&self, r: &Spooled) -> std::io::Result<()> {
         if Id::parse(&r.run_id).is_none() {
             return Err(std::io::Error::other("invalid run id"));
@@ -252,7 +299,8 @@ impl Spool {
             .map_err(|_| std::io::Error::other("the spool writer stopped"))?
     }
 
-    /// Forgets an acknowledged result (its file goes when its last result is acknowledged).
+    /// Forgets an acknowledged result (its file goes when its last result is acknowledged
+    /// and the writer has moved on from it).
     pub fn remove(&self, run_id: &str) {
         let emptied = {
             let mut index = self.shared.index();
@@ -277,8 +325,8 @@ impl Spool {
             let n = index.runs.get(run_id)?;
             index.files.get(n)?.0.clone()
         };
-        let bytes = std::fs::read(self.shared.dir.join(name)).ok()?;
-        parse_file(&bytes)?
+        let bytes = std::fs::read(self.shared.dir.join(&name)).ok()?;
+        parse_file(&name, &bytes)?
             .into_iter()
             .rev()
             .find(|r| r.run_id == run_id)
@@ -293,6 +341,7 @@ impl Spool {
                 index
                     .files
                     .iter()
+                    .filter(|(_, (_, live))| *live > 0)
                     .map(|(n, (name, _))| (*n, name.clone()))
                     .collect(),
                 index.runs.clone(),
@@ -304,23 +353,40 @@ impl Spool {
                 break;
             }
             let path = self.shared.dir.join(&name);
-            let Some(results) = std::fs::read(&path).ok().and_then(|b| parse_file(&b)) else {
+            let Some(results) = std::fs::read(&path)
+                .ok()
+                .and_then(|b| parse_file(&name, &b))
+            else {
                 tracing::error!(file = %path.display(), "unreadable spooled result skipped");
                 continue;
             };
-            out.extend(
-                results
-                    .into_iter()
-                    .filter(|r| runs.get(&r.run_id) == Some(&n))
-                    .take(MAX_REPLAY - out.len()),
-            );
+            // A result spooled twice in one segment: its last copy.
+            let mut seen = std::collections::HashSet::new();
+            let mut mine: Vec<Spooled> = results
+                .into_iter()
+                .rev()
+                .filter(|r| runs.get(&r.run_id) == Some(&n) && seen.insert(r.run_id.clone()))
+                .collect();
+            mine.reverse();
+            out.extend(mine.into_iter().take(MAX_REPLAY - out.len()));
         }
         out
     }
 }
 
+/// The segment the writer appends to.
+struct Segment {
+    n: u64,
+    name: String,
+    file: std::fs::File,
+    len: u64,
+    /// Created and not yet synced with its directory entry.
+    fresh: bool,
+}
+
 /// The writer thread: one batch after the other until every [`Spool`] handle is gone.
 fn write_batches(shared: &Shared, mut rx: mpsc::Receiver<Pending>) {
+    let mut segment: Option<Segment> = None;
     while let Some(first) = rx.blocking_recv() {
         let mut bytes = first.result.result.len() + first.result.param.len();
         let mut batch = vec![first];
@@ -333,23 +399,27 @@ fn write_batches(shared: &Shared, mut rx: mpsc::Receiver<Pending>) {
                 Err(_) => break,
             }
         }
-        let seq = shared.index().next;
-        let name = format!("batch-{seq}.json");
+        if segment.as_ref().is_some_and(|s| s.len >= shared.segment_bytes) {
+            retire(shared, &mut segment);
+        }
         let results: Vec<&Spooled> = batch.iter().map(|p| &p.result).collect();
-        let written = write_durably(&shared.dir, &name, &results);
-        if written.is_ok() {
-            // A result spooled again replaces its older copy; a file left with nothing to
-            // send goes.
-            let emptied = shared
-                .index()
-                .add(name, results.iter().map(|r| r.run_id.clone()));
-            for old in emptied {
-                shared.remove_file(&old);
+        let written = append(shared, &mut segment, &results);
+        match (&written, &segment) {
+            (Ok(()), Some(s)) => {
+                // A result spooled again replaces its older copy; a file left with nothing
+                // to send goes.
+                let emptied = shared
+                    .index()
+                    .add(s.n, &s.name, results.iter().map(|r| r.run_id.clone()));
+                for old in emptied {
+                    shared.remove_file(&old);
+                }
             }
-        } else {
-            // The sequence number is not reused: a half-written file must not be mistaken
-            // for a later batch.
-            shared.index().next += 1;
+            _ => {
+                // Never append after a failed write: what it left is at most a cut line at
+                // the end of this segment, skipped when read.
+                retire(shared, &mut segment);
+            }
         }
         let failure = written.as_ref().err().map(|e| (e.kind(), e.to_string()));
         for p in batch {
@@ -362,16 +432,58 @@ fn write_batches(shared: &Shared, mut rx: mpsc::Receiver<Pending>) {
     }
 }
 
-/// Writes `results` as the file `name` in `dir`: to a temporary file, synced, renamed into
-/// place, directory synced.
-fn write_durably(dir: &Path, name: &str, results: &[&Spooled]) -> std::io::Result<()> {
-    let path = dir.join(name);
-    let tmp = dir.join(format!("{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec(results)?)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
-    std::fs::File::open(dir)?.sync_all()?;
+/// The writer moves on from its segment (removed if nothing in it is left to send).
+fn retire(shared: &Shared, segment: &mut Option<Segment>) {
+    if segment.take().is_some()
+        && let Some(name) = shared.index().retire_segment()
+    {
+        shared.remove_file(&name);
+    }
+}
+
+/// Appends `results` as one line to the writer's segment (started if there is none) and
+/// syncs it: the file's data, and for a new segment the file and its directory entry.
+fn append(
+    shared: &Shared,
+    segment: &mut Option<Segment>,
+    results: &[&Spooled],
+) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(results)?;
+    line.push(b'\n');
+    if segment.is_none() {
+        let (n, name) = shared.index().start_segment();
+        let file = std::fs::OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(shared.dir.join(&name));
+        match file {
+            Ok(file) => {
+                *segment = Some(Segment {
+                    n,
+                    name,
+                    file,
+                    len: 0,
+                    fresh: true,
+                });
+            }
+            Err(e) => {
+                shared.index().retire_segment();
+                return Err(e);
+            }
+        }
+    }
+    let Some(s) = segment.as_mut() else {
+        return Err(std::io::Error::other("no spool segment"));
+    };
+    s.file.write_all(&line)?;
+    s.len += line.len() as u64;
+    if s.fresh {
+        s.file.sync_all()?;
+        std::fs::File::open(&shared.dir)?.sync_all()?;
+        s.fresh = false;
+    } else {
+        s.file.sync_data()?;
+    }
     Ok(())
 }
 
@@ -448,7 +560,7 @@ mod tests {
         while let Some(answer) = puts.join_next().await {
             answer.unwrap().unwrap();
         }
-        assert!(files(dir.path()) <= 300);
+        assert_eq!(files(dir.path()), 1, "one segment for the whole burst");
         let again = Spool::open(dir.path()).unwrap();
         let mut want: Vec<String> = all.iter().map(|r| r.run_id.clone()).collect();
         want.sort();
@@ -498,9 +610,73 @@ mod tests {
         assert!(!dir.path().join("batch-7.json").exists());
         spool.remove("00000000000000D1");
         assert_eq!(files(dir.path()), 0);
-        // New batches never take the name of an older one.
+        // New segments never take the sequence number of an older file.
         spool.put(&result("00000000000000E1")).await.unwrap();
-        assert!(dir.path().join("batch-8.json").exists());
+        assert!(dir.path().join("seg-8.log").exists());
+    }
+
+    #[tokio::test]
+    async fn a_burst_creates_one_file_and_a_segment_goes_once_left_and_emptied() {
+        let dir = tempfile::tempdir().unwrap();
+        // Segments of about two results.
+        let one = serde_json::to_vec(&[&result("00000000000000A1")]).unwrap().len() as u64;
+        let spool = Spool::open_with(dir.path(), one + 1).unwrap();
+        let burst: Vec<Spooled> = (0..50)
+            .map(|i| result(&format!("{:016X}", 0xA100 + i)))
+            .collect();
+        let mut puts = tokio::task::JoinSet::new();
+        for r in &burst {
+            let (spool, r) = (spool.clone(), r.clone());
+            puts.spawn(async move { spool.put(&r).await });
+        }
+        while let Some(answer) = puts.join_next().await {
+            answer.unwrap().unwrap();
+        }
+        let made = files(dir.path());
+        assert!((1..=50).contains(&made), "{made} files for 50 results");
+        // The current segment stays while the writer appends to it, even when emptied.
+        for r in &burst {
+            spool.remove(&r.run_id);
+        }
+        assert!(files(dir.path()) <= 1);
+        let (a, b, c) = (
+            result("00000000000000B1"),
+            result("00000000000000B2"),
+            result("00000000000000B3"),
+        );
+        spool.put(&a).await.unwrap();
+        spool.put(&b).await.unwrap();
+        // Over its size: the next result starts a new segment; the old one goes with its
+        // last result.
+        spool.put(&c).await.unwrap();
+        assert_eq!(spool.all(), vec![a.clone(), b.clone(), c.clone()]);
+        spool.remove(&a.run_id);
+        spool.remove(&b.run_id);
+        assert_eq!(files(dir.path()), 1);
+        assert_eq!(spool.all(), vec![c]);
+    }
+
+    #[tokio::test]
+    async fn a_line_cut_short_is_skipped_and_the_rest_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (result("00000000000000C1"), result("00000000000000C2"));
+        let mut text = serde_json::to_vec(&[&a]).unwrap();
+        text.push(b'\n');
+        text.extend(serde_json::to_vec(&[&b]).unwrap());
+        text.push(b'\n');
+        text.extend_from_slice(b"[{\"run_id\":\"00000000000000C3\",\"id");
+        std::fs::write(dir.path().join("seg-3.log"), &text).unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        assert_eq!(spool.all(), vec![a.clone(), b.clone()]);
+        assert!(!spool.contains("00000000000000C3"));
+        // Never appended to again: new results go to a new segment.
+        let c = result("00000000000000C4");
+        spool.put(&c).await.unwrap();
+        assert!(dir.path().join("seg-4.log").exists());
+        assert_eq!(std::fs::read(dir.path().join("seg-3.log")).unwrap(), text);
+        drop(spool);
+        let again = Spool::open(dir.path()).unwrap();
+        assert_eq!(again.all(), vec![a, b, c]);
     }
 
     #[tokio::test]
