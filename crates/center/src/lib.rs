@@ -92,7 +92,7 @@ impl Center {
                     .then(|| std::time::Duration::from_secs(cfg.supervisor.bind_sync_secs)),
                 bind_sync_limits: Default::default(),
             };
-            elves_supervisor::Service::start(opts, &bus, store.clone())
+            elves_supervisor::Service::start(opts, &bus, store.clone(), cancel.clone())
                 .map_err(|e| anyhow::anyhow!("supervisor.secret: {e}"))?;
         }
 

@@ -49,8 +49,15 @@ pub(crate) fn store_err(e: elves_store::Error) -> ApiError {
 }
 
 impl Service {
-    /// Offers the supervisor's messages on `bus`.
-    pub fn start(opts: Options, bus: &Bus, store: Store) -> Result<Service, String> {
+    /// Offers the supervisor's messages on `bus`; the scheduled bind sync runs until `cancel`
+    /// fires (a sync cut short leaves the app's bindings as they were: each is one
+    /// transaction).
+    pub fn start(
+        opts: Options,
+        bus: &Bus,
+        store: Store,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> Result<Service, String> {
         let key = CenterKey::derive(&opts.center_secret).map_err(|e| e.to_string())?;
         let inner = Arc::new(Inner {
             store,
@@ -82,14 +89,19 @@ impl Service {
             });
         }
         if let Some(every) = opts.bind_sync_every.filter(|d| !d.is_zero()) {
-            // Runs as long as the runtime does (the center's lifetime); one app at a time.
+            // One app at a time, until the center stops.
             let (me, b) = (inner.clone(), bus.clone());
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
-                    tick.tick().await;
-                    let ips = crate::bind_sync::sync_all(&me, me.clock.now_ms()).await;
+                    let ips = tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tick.tick() => tokio::select! {
+                            _ = cancel.cancelled() => break,
+                            ips = crate::bind_sync::sync_all(&me, me.clock.now_ms()) => ips,
+                        },
+                    };
                     if !ips.is_empty()
                         && let Err(e) = b.cast(elves_rpc::gateway::AppsChanged { ips: Some(ips) })
                     {

@@ -18,6 +18,6 @@ pub async fn supervisor(dir: &Path) -> (Bus, Store) {
         bind_sync_every: None,
         bind_sync_limits: Default::default(),
     };
-    Service::start(opts, &bus, store.clone()).unwrap();
+    Service::start(opts, &bus, store.clone(), Default::default()).unwrap();
     (bus, store)
 }
