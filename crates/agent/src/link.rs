@@ -464,6 +464,7 @@ impl Agent {
             flag: o.flag,
             costtime: o.costtime_ms,
             result: o.message,
+            request_id: rec.request_id.clone(),
         };
         // Written before it is sent; removed when the center acknowledges it.
         let spooled = self.spool.put(&done).await;
@@ -524,7 +525,7 @@ impl Agent {
         let installed = self.apps.is_installed(&job.app);
         if !run.sync {
             return self
-                .run_async(run.run_id, ins, job, installed, token, tx)
+                .run_async(run.run_id, run.request_id, ins, job, installed, token, tx)
                 .await;
         }
         let outcome = self.exec.run(&job, installed, token).await;
@@ -547,13 +548,11 @@ impl Agent {
             flag: outcome.flag,
             costtime: outcome.costtime_ms,
             result: outcome.message,
+            request_id: run.request_id.clone(),
         };
         let mut msg = result_message(done);
         if let Some(agent_message::Body::Result(r)) = &mut msg.body {
             r.sync = true;
-        }
-        if let Some(agent_message::Body::Result(r)) = &mut msg.body {
-            r.request_id = run.request_id.clone();
         }
         self.running
             .lock()
@@ -566,9 +565,11 @@ impl Agent {
 
     /// An asynchronous run: recorded in the journal before its worker starts, output to
     /// files, result spooled (see [`crate::runs`]).
+    #[allow(clippy::too_many_arguments)]
     async fn run_async(
         &self,
         run_id: String,
+        request_id: String,
         ins: Instruct,
         job: Job,
         installed: bool,
@@ -590,6 +591,7 @@ impl Agent {
             pid: None,
             start_ticks: None,
             slot: None,
+            request_id,
         };
         // The run waits for its worker slot unrecorded: an agent killed meanwhile never
         // started it, so the center's redelivery runs it (and the journal holds at most one
@@ -647,7 +649,7 @@ fn result_message(done: Spooled) -> AgentMessage {
         costtime: done.costtime,
         result: done.result,
         sync: false,
-        request_id: String::new(),
+        request_id: done.request_id,
     };
     AgentMessage {
         body: Some(agent_message::Body::Result(r)),
@@ -657,6 +659,54 @@ fn result_message(done: Spooled) -> AgentMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An async result carries the request id of the call that started its run, also when
+    /// it is sent again from the spool after a restart (the spool keeps it; older spooled
+    /// results without one read as empty).
+    #[tokio::test]
+    async fn async_results_name_their_request_id_also_from_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let done = Spooled {
+            run_id: "00000000000000A7".into(),
+            id: "00000000000000B7".into(),
+            ip: "10.0.0.7".into(),
+            kind: "queue".into(),
+            mode: "NP".into(),
+            app: "app".into(),
+            func: "f".into(),
+            param: String::new(),
+            timeout: 5,
+            proxy: String::new(),
+            flag: 1,
+            costtime: 3,
+            result: "ok".into(),
+            request_id: "req-7".into(),
+        };
+        let spool = crate::spool::Spool::open(dir.path()).unwrap();
+        spool.put(&done).await.unwrap();
+        drop(spool);
+        let again = crate::spool::Spool::open(dir.path()).unwrap();
+        let replayed = again.all();
+        assert_eq!(replayed, vec![done.clone()]);
+        for (d, want) in [
+            (replayed[0].clone(), "req-7"),
+            (
+                Spooled {
+                    request_id: String::new(),
+                    ..done
+                },
+                "",
+            ),
+        ] {
+            match result_message(d).body {
+                Some(agent_message::Body::Result(r)) => {
+                    assert_eq!(r.request_id, want);
+                    assert!(!r.sync);
+                }
+                other => panic!("not a result: {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn backoff_grows_to_its_cap_with_jitter_and_resets() {

@@ -78,6 +78,9 @@ pub struct Record {
     /// the run id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot: Option<u32>,
+    /// The id of the API request that started the run (empty if none), for its result.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub request_id: String,
 }
 
 /// Unix ms now.
@@ -463,6 +466,7 @@ mod tests {
 
     fn record(run_id: &str) -> Record {
         Record {
+            request_id: String::new(),
             run_id: run_id.into(),
             id: "00000000000000AA".into(),
             ip: "10.0.0.1".into(),

@@ -61,6 +61,10 @@ pub struct Spooled {
     pub flag: i32,
     pub costtime: i64,
     pub result: String,
+    /// The id of the API request that started the run (empty if none): a result sent again
+    /// from the spool still names it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub request_id: String,
 }
 
 /// One result waiting for the writer, and where its answer goes.
@@ -86,7 +90,12 @@ struct Index {
 impl Index {
     /// Adds `run_ids` to file `n` (named `name`); a run id already spooled in an older file
     /// moves here. Returns the names of files left with nothing to send.
-    fn add(&mut self, n: u64, name: &str, run_ids: impl IntoIterator<Item = String>) -> Vec<String> {
+    fn add(
+        &mut self,
+        n: u64,
+        name: &str,
+        run_ids: impl IntoIterator<Item = String>,
+    ) -> Vec<String> {
         self.files.entry(n).or_insert_with(|| (name.to_owned(), 0));
         let mut emptied = Vec::new();
         for run_id in run_ids {
@@ -399,7 +408,10 @@ fn write_batches(shared: &Shared, mut rx: mpsc::Receiver<Pending>) {
                 Err(_) => break,
             }
         }
-        if segment.as_ref().is_some_and(|s| s.len >= shared.segment_bytes) {
+        if segment
+            .as_ref()
+            .is_some_and(|s| s.len >= shared.segment_bytes)
+        {
             retire(shared, &mut segment);
         }
         let results: Vec<&Spooled> = batch.iter().map(|p| &p.result).collect();
@@ -408,9 +420,10 @@ fn write_batches(shared: &Shared, mut rx: mpsc::Receiver<Pending>) {
             (Ok(()), Some(s)) => {
                 // A result spooled again replaces its older copy; a file left with nothing
                 // to send goes.
-                let emptied = shared
-                    .index()
-                    .add(s.n, &s.name, results.iter().map(|r| r.run_id.clone()));
+                let emptied =
+                    shared
+                        .index()
+                        .add(s.n, &s.name, results.iter().map(|r| r.run_id.clone()));
                 for old in emptied {
                     shared.remove_file(&old);
                 }
@@ -493,6 +506,7 @@ mod tests {
 
     fn result(run_id: &str) -> Spooled {
         Spooled {
+            request_id: String::new(),
             run_id: run_id.into(),
             id: "00000000000000AA".into(),
             ip: "10.0.0.1".into(),
@@ -619,7 +633,9 @@ mod tests {
     async fn a_burst_creates_one_file_and_a_segment_goes_once_left_and_emptied() {
         let dir = tempfile::tempdir().unwrap();
         // Segments of about two results.
-        let one = serde_json::to_vec(&[&result("00000000000000A1")]).unwrap().len() as u64;
+        let one = serde_json::to_vec(&[&result("00000000000000A1")])
+            .unwrap()
+            .len() as u64;
         let spool = Spool::open_with(dir.path(), one + 1).unwrap();
         let burst: Vec<Spooled> = (0..50)
             .map(|i| result(&format!("{:016X}", 0xA100 + i)))
