@@ -305,6 +305,20 @@ pub fn proc_stat_cpu_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// The whole machine's busy time (clock ticks, all cores) from the text of `/proc/stat`: the
+/// `cpu` line's user, nice, system, irq, softirq and steal (everything but idle and iowait).
+pub fn machine_busy_ticks(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal [guest guest_nice: inside user/nice]
+    let at = |i: usize| f.get(i).copied();
+    Some(at(0)? + at(1)? + at(2)? + at(5)? + at(6)? + at(7).unwrap_or(0))
+}
+
 /// A `kB` figure of `/proc/PID/status` (`VmHWM`, `VmRSS`, …), in kB.
 pub fn proc_status_kb(status: &str, key: &str) -> Option<u64> {
     status.lines().find_map(|l| {
@@ -515,6 +529,15 @@ mod tests {
         assert_eq!(proc_stat_cpu_ticks(stat), Some(300));
         assert_eq!(proc_stat_cpu_ticks("garbage"), None);
         assert_eq!(proc_stat_cpu_ticks("1 (x) S 1 2"), None);
+        let stat = "cpu  100 5 50 9000 40 3 7 2 0 0\ncpu0 50 2 25 4500 20 1 3 1 0 0\nintr 1\n";
+        assert_eq!(machine_busy_ticks(stat), Some(100 + 5 + 50 + 3 + 7 + 2));
+        // Older kernels without steal.
+        assert_eq!(
+            machine_busy_ticks("cpu  1 2 3 4 5 6 7\n"),
+            Some(1 + 2 + 3 + 6 + 7)
+        );
+        assert_eq!(machine_busy_ticks("cpu  1 2 x\n"), None);
+        assert_eq!(machine_busy_ticks("intr 5\n"), None);
         let status =
             "Name:\telves\nVmPeak:\t  200000 kB\nVmHWM:\t   51234 kB\nVmRSS:\t   40000 kB\n";
         assert_eq!(proc_status_kb(status, "VmHWM"), Some(51_234));

@@ -104,6 +104,9 @@ struct Variant {
     polls: usize,
     center_ticks: u64,
     agent_ticks: u64,
+    /// The whole machine's busy ticks over the same span (workers, the bench and anything
+    /// else running included).
+    machine_ticks: u64,
     tally: Tally,
     /// (task id, agent index) of every task added.
     ids: Vec<(String, usize)>,
@@ -117,6 +120,12 @@ impl Variant {
     fn rate(&self) -> f64 {
         self.tasks as f64 / self.e2e.as_secs_f64()
     }
+}
+
+/// The whole machine's busy ticks (all cores).
+fn machine_ticks() -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    elves_bench::machine_busy_ticks(&stat).context("parsing /proc/stat")
 }
 
 fn all_cpu(c: &Cluster) -> anyhow::Result<(u64, u64)> {
@@ -180,6 +189,7 @@ async fn run_variant(
 
     // Commit every queue, then poll until every task is settled.
     let (center0, agents0) = all_cpu(c)?;
+    let machine0 = machine_ticks()?;
     let commit_unix_us = unix_us(SystemTime::now());
     let t0 = Instant::now();
     for (qid, _) in &queues {
@@ -214,6 +224,7 @@ async fn run_variant(
         tokio::time::sleep(Duration::from_millis(args.poll_ms)).await;
     };
     let (center1, agents1) = all_cpu(c)?;
+    let machine = machine_ticks()?.saturating_sub(machine0);
     let mut total = Tally::default();
     for t in settled.iter().flatten() {
         total.add(t);
@@ -228,6 +239,7 @@ async fn run_variant(
         polls,
         center_ticks: center1.saturating_sub(center0),
         agent_ticks: agents1.saturating_sub(agents0),
+        machine_ticks: machine,
         tally: total,
         ids,
         runs: Runs::default(),
@@ -242,6 +254,8 @@ struct Baseline {
     round: u32,
     wall: Duration,
     tasks: usize,
+    /// The whole machine's busy ticks while it ran.
+    machine_ticks: u64,
 }
 
 impl Baseline {
@@ -286,6 +300,7 @@ pub fn queue_throughput(args: QueueArgs) -> anyhow::Result<()> {
                 Instant::now() < deadline,
                 "the whole-run deadline passed before round {round}"
             );
+            let machine0 = machine_ticks()?;
             let wall = bare_std_parallel(
                 &cluster.entry,
                 &cluster.app_dir,
@@ -296,6 +311,7 @@ pub fn queue_throughput(args: QueueArgs) -> anyhow::Result<()> {
                 round,
                 wall,
                 tasks: args.tasks as usize,
+                machine_ticks: machine_ticks()?.saturating_sub(machine0),
             };
             eprintln!(
                 "elves-bench: round {round}: bare spawn {:.0} tasks/s",
@@ -468,21 +484,29 @@ fn render(r: &Report) -> anyhow::Result<String> {
         w,
         "- CPU: utime + stime from /proc/PID/stat over commit → last poll (clock tick {tick_ms} \
          ms); the agents' figure excludes their workers (children count only once reaped, into \
-         cutime)\n"
+         cutime). **Machine CPU**: busy time of all cores from /proc/stat (everything but idle \
+         and iowait: workers, center, agents, this bench and anything else running) over the \
+         same span, per task, and over the baseline's spawns, per spawn; on an otherwise idle \
+         machine their quotient is about the ratio to baseline when both runs keep the cores \
+         busy\n"
     )?;
 
     writeln!(
         w,
         "| round | variant | tasks | end to end (s) | **tasks/s end to end** | commit → last \
          worker finished (s) | baseline spawn (tasks/s) | ratio to baseline | center CPU \
-         (ms/task) | agents' CPU (ms/task) | polls | addtask phase (tasks/s) |"
+         (ms/task) | agents' CPU (ms/task) | machine CPU (ms/task) | baseline machine CPU \
+         (ms/spawn) | polls | addtask phase (tasks/s) |"
     )?;
-    writeln!(w, "|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")?;
+    writeln!(
+        w,
+        "|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+    )?;
     for v in r.variants {
         let base = r.baseline_of(v)?;
         writeln!(
             w,
-            "| {} | {} | {} | {:.3} | **{:.0}** | {} | {:.0} | {:.2} | {:.3} | {:.3} | {} | {:.0} |",
+            "| {} | {} | {} | {:.3} | **{:.0}** | {} | {:.0} | {:.2} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {:.0} |",
             v.round,
             v.shape.name(),
             v.tasks,
@@ -494,6 +518,8 @@ fn render(r: &Report) -> anyhow::Result<String> {
             v.rate() / base.rate(),
             v.center_ticks as f64 * tick_ms / v.tasks as f64,
             v.agent_ticks as f64 * tick_ms / v.tasks as f64,
+            v.machine_ticks as f64 * tick_ms / v.tasks as f64,
+            base.machine_ticks as f64 * tick_ms / base.tasks as f64,
             v.polls,
             v.tasks as f64 / v.add_wall.as_secs_f64(),
         )?;
