@@ -119,6 +119,15 @@ pub struct FiringOptions {
     /// casts remain (recording a thousand fires takes tens to hundreds of ms on a busy
     /// machine). A run recorded ahead is withdrawn if its cron stops before the instant.
     pub record_ahead: Duration,
+    /// No store work (lease renewal, re-reading the started crons, taking over, recording,
+    /// the stamps of an earlier instant) **starts** this close before an instant that has runs
+    /// waiting; it is done right after that instant's casts instead, so the casts never queue
+    /// behind it. Each of these is one store call that usually takes a few ms and, waiting for
+    /// SQLite's write lock behind the result writer, tens of ms on a loaded machine: 100 ms
+    /// covers that, and postponing is free (instants are whole seconds apart; the lease has
+    /// 10 s of margin). At most 500 ms is used, so that a renewal always finds room between
+    /// every-second instants.
+    pub guard: Duration,
 }
 
 impl Default for FiringOptions {
@@ -131,6 +140,7 @@ impl Default for FiringOptions {
             history: 50,
             default_tz: TimeZone::UTC,
             record_ahead: Duration::from_millis(500),
+            guard: Duration::from_millis(100),
         }
     }
 }
@@ -241,6 +251,33 @@ struct Staged {
 /// The runs waiting for their instant, by instant.
 type Waiting = BTreeMap<i64, Vec<Staged>>;
 
+/// The largest guard window used (see [`FiringOptions::guard`]).
+const MAX_GUARD_MS: i64 = 500;
+
+/// Whether store work must wait: an instant with runs waiting is less than `guard` ms away
+/// (or due).
+fn guarded(waiting: &Waiting, now: i64, guard: i64) -> bool {
+    waiting
+        .first_key_value()
+        .is_some_and(|(at, _)| *at - now < guard)
+}
+
+/// When work due at `at` may start: at `at`, unless that falls in the guard window of the
+/// next instant with runs waiting (`next_cast`); then right after that instant.
+fn held_back(at: i64, next_cast: Option<i64>, guard: i64) -> i64 {
+    match next_cast {
+        Some(c) if c - at < guard => at.max(c),
+        _ => at,
+    }
+}
+
+/// An instant's casts whose dispatch stamps and withdrawals are not stored yet.
+struct Cast {
+    sent: Vec<NewCronFire>,
+    at: i64,
+    withdrawn: Vec<String>,
+}
+
 fn oldest_snapshot(waiting: &Waiting, also: Option<u64>) -> Option<u64> {
     waiting.values().flatten().map(|s| s.snap).chain(also).min()
 }
@@ -302,6 +339,33 @@ fn take_over(
     withdraw
 }
 
+/// Stores an instant's dispatch stamps (pruning old runs) and deletes its withdrawn runs.
+async fn store_stamps<L: Ledger>(ledger: &L, cast: Cast, history: i64) {
+    let Cast {
+        sent,
+        at,
+        withdrawn,
+    } = cast;
+    if !sent.is_empty()
+        && let Err(e) = ledger.dispatched(&sent, at, history).await
+    {
+        // Only the stamps and the pruning are lost; the next batch prunes. (A next holder
+        // would take these over as pending and send them again under the same run ids, which
+        // agents run once.)
+        tracing::warn!(error = %e, fires = sent.len(), "cron dispatch stamps not stored");
+    }
+    if !withdrawn.is_empty() {
+        tracing::debug!(
+            runs = withdrawn.len(),
+            "cron runs withdrawn: stopped before their instant"
+        );
+        if let Err(e) = ledger.withdraw(&withdrawn).await {
+            // They stay recorded, never sent; a take-over withdraws them.
+            tracing::warn!(error = %e, "cron runs not withdrawn");
+        }
+    }
+}
+
 /// Runs the firing loop until `cancel` fires. `dispatch` is called at each instant with the
 /// recorded fires due (in instant order, under the `gate`'s lock), after they were stored.
 pub async fn run<L: Ledger>(
@@ -316,6 +380,7 @@ pub async fn run<L: Ledger>(
     let ttl = ms(opts.lease_ttl);
     let renew = ms(opts.renew_every);
     let ahead = ms(opts.record_ahead).max(0);
+    let guard = ms(opts.guard).clamp(0, MAX_GUARD_MS);
     loop {
         // Take the lease (or wait for it), discarding commands meanwhile: arming re-reads all.
         let (mut token, mut expires) = loop {
@@ -343,8 +408,16 @@ pub async fn run<L: Ledger>(
         let mut taking_over: Option<u64> = None;
         let mut take_over_due = true;
         let mut renew_at = clock.now_ms() + renew;
+        // Casts made whose stamps are still to store (normally only the last instant's).
+        let mut unstamped: Vec<Cast> = Vec::new();
         'held: loop {
-            if resync {
+            // Store work first, each step only outside the guard window of the next instant.
+            if !unstamped.is_empty() && !guarded(&waiting, clock.now_ms(), guard) {
+                for c in std::mem::take(&mut unstamped) {
+                    store_stamps(&*ledger, c, opts.history).await;
+                }
+            }
+            if resync && !guarded(&waiting, clock.now_ms(), guard) {
                 let snap = gate.snapshot(oldest_snapshot(&waiting, taking_over));
                 match ledger.started().await {
                     Ok(rows) => {
@@ -366,6 +439,7 @@ pub async fn run<L: Ledger>(
             }
             if let Some(snap) = taking_over
                 && !resync
+                && !guarded(&waiting, clock.now_ms(), guard)
             {
                 match ledger.pending(PENDING_LIMIT).await {
                     Ok(runs) => {
@@ -388,21 +462,26 @@ pub async fn run<L: Ledger>(
             }
             // Idle: look ahead one instant for the crons that fired (or were armed), so the
             // next batch is recorded without evaluating any rule first.
-            firer.prepare();
+            if !guarded(&waiting, clock.now_ms(), guard) {
+                firer.prepare();
+            }
             let next_cast = waiting.first_key_value().map(|(at, _)| *at);
-            let next_record = firer.next_wake().map(|at| at - ahead);
-            let wake = [next_cast, next_record, Some(renew_at)]
+            let next_record = firer
+                .next_wake()
+                .map(|at| held_back(at - ahead, next_cast, guard));
+            let next_renew = held_back(renew_at, next_cast, guard);
+            let wake = [next_cast, next_record, Some(next_renew)]
                 .into_iter()
                 .flatten()
                 .min()
-                .unwrap_or(renew_at);
+                .unwrap_or(next_renew);
             tokio::select! {
                 biased;
-                _ = cancel.cancelled() => return,
+                _ = cancel.cancelled() => break 'held,
                 c = commands.recv() => {
                     let now = clock.now_ms();
                     match c {
-                        None => return,
+                        None => break 'held,
                         Some(Command::Arm(row)) => arm(&mut firer, &mut jobs, *row, &opts.default_tz, now),
                         Some(Command::Disarm(id)) => {
                             firer.disarm(id);
@@ -449,22 +528,16 @@ pub async fn run<L: Ledger>(
                 for rec in &sent {
                     elves_telemetry::cron_fire_lag_ms(at - rec.fire_at_ms);
                 }
-                if let Err(e) = ledger.dispatched(&sent, at, opts.history).await {
-                    // Only the stamps and the pruning are lost; the next batch prunes. (A
-                    // next holder would take these over as pending and send them again under
-                    // the same run ids, which agents run once.)
-                    tracing::warn!(error = %e, fires = sent.len(), "cron dispatch stamps not stored");
-                }
-                if !withdrawn.is_empty() {
-                    tracing::debug!(
-                        runs = withdrawn.len(),
-                        "cron runs withdrawn: stopped before their instant"
-                    );
-                    if let Err(e) = ledger.withdraw(&withdrawn).await {
-                        // They stay recorded, never sent; a take-over withdraws them.
-                        tracing::warn!(error = %e, "cron runs not withdrawn");
-                    }
-                }
+                // Stored at the top of the loop: now, unless the next instant is too close.
+                unstamped.push(Cast {
+                    sent,
+                    at,
+                    withdrawn,
+                });
+                continue 'held;
+            }
+            if guarded(&waiting, now, guard) {
+                // Renewing or recording now could hold up the next instant's casts.
                 continue 'held;
             }
             if now >= renew_at {
@@ -556,6 +629,14 @@ pub async fn run<L: Ledger>(
                     tracing::error!(error = %e, fires = records.len(), "cron fires not recorded");
                 }
             }
+        }
+        // The casts made are stamped, so that no take-over (this firer's own, when it holds
+        // the lease again) mistakes them for runs never sent.
+        for c in unstamped {
+            store_stamps(&*ledger, c, opts.history).await;
+        }
+        if cancel.is_cancelled() || commands.is_closed() {
+            return;
         }
     }
 }

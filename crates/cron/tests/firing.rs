@@ -34,12 +34,35 @@ struct State {
     runs: Vec<Run>,
     /// Holders whose lease calls fail (a store they cannot reach).
     unreachable: HashSet<String>,
+    /// When set: every call is logged with the clock's time at its start, and takes this long.
+    timed: Option<(Arc<TokioClock>, Duration)>,
+    /// (call, clock at its start) of every call, when `timed`.
+    calls: Vec<(&'static str, i64)>,
 }
 
 #[derive(Default)]
 struct MemoryLedger(Mutex<State>);
 
 impl MemoryLedger {
+    /// Logs every call from now on, and makes each take `latency` (a busy store).
+    fn timed(&self, clock: &Arc<TokioClock>, latency: Duration) {
+        self.0.lock().unwrap().timed = Some((clock.clone(), latency));
+    }
+    fn calls(&self) -> Vec<(&'static str, i64)> {
+        self.0.lock().unwrap().calls.clone()
+    }
+    /// The start of a call: logged, then its latency.
+    async fn call(&self, name: &'static str) {
+        let latency = {
+            let mut s = self.0.lock().unwrap();
+            let Some((clock, latency)) = s.timed.clone() else {
+                return;
+            };
+            s.calls.push((name, clock.now_ms()));
+            latency
+        };
+        tokio::time::sleep(latency).await;
+    }
     fn add(&self, id: &str, rule: &str, misfire: &str, started_at: i64) {
         let row = CronRow {
             id: id.into(),
@@ -112,6 +135,7 @@ impl Ledger for MemoryLedger {
         now: i64,
         ttl: i64,
     ) -> Result<Option<i64>, elves_store::Error> {
+        self.call("lease").await;
         let mut s = self.0.lock().unwrap();
         if s.unreachable.contains(holder) {
             return Err(elves_store::Error::Db("unreachable".into()));
@@ -126,12 +150,14 @@ impl Ledger for MemoryLedger {
         Ok(Some(token))
     }
     async fn started(&self) -> Result<Vec<CronRow>, elves_store::Error> {
+        self.call("started").await;
         let s = self.0.lock().unwrap();
         let mut v: Vec<_> = s.crons.values().filter(|c| c.started).cloned().collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(v)
     }
     async fn pending(&self, limit: i64) -> Result<Vec<CronRunRow>, elves_store::Error> {
+        self.call("pending").await;
         let s = self.0.lock().unwrap();
         let mut v: Vec<CronRunRow> = s
             .runs
@@ -152,6 +178,7 @@ impl Ledger for MemoryLedger {
         Ok(v)
     }
     async fn withdraw(&self, run_ids: &[String]) -> Result<(), elves_store::Error> {
+        self.call("withdraw").await;
         let mut s = self.0.lock().unwrap();
         s.runs
             .retain(|r| r.stamped.is_some() || !run_ids.contains(&r.run_id));
@@ -164,6 +191,7 @@ impl Ledger for MemoryLedger {
         now: i64,
         fires: &[NewCronFire],
     ) -> Result<Option<Vec<bool>>, elves_store::Error> {
+        self.call("record").await;
         let mut s = self.0.lock().unwrap();
         if !matches!(&s.lease, Some((h, t, exp)) if h == holder && *t == token && *exp > now) {
             return Ok(None);
@@ -199,6 +227,7 @@ impl Ledger for MemoryLedger {
         at_ms: i64,
         _keep: i64,
     ) -> Result<(), elves_store::Error> {
+        self.call("dispatched").await;
         let mut s = self.0.lock().unwrap();
         for f in fires {
             if let Some(r) = s.runs.iter_mut().find(|r| r.run_id == f.run_id) {
@@ -609,5 +638,87 @@ async fn a_restart_between_recording_and_instant_fires_the_recorded_run_at_most_
         let passed = ledger.fires().into_iter().filter(|f| f.1 <= now).count();
         assert_eq!(passed, all.len(), "{what}");
         b.cancel.cancel();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_store_work_starts_just_before_an_instant_and_the_lease_stays_renewed() {
+    let guard = FiringOptions::default().guard.as_millis() as i64;
+    let renew = FiringOptions::default().renew_every.as_millis() as i64;
+    // (the firer starts this many ms past a whole second, which puts its 5 s renewals (and
+    // the re-reads after them) that far past each fifth instant; each store call's latency,
+    // ms; the renewals' offsets past a whole second after the first)
+    let cases: &[(i64, u64, &[i64])] = &[
+        // The first renewal falls due 10, 30 or 90 ms before an instant (the firer took the
+        // lease at +start and the call took `latency`): it waits for that instant's casts and
+        // starts right after their stamps (one store call), and so do the later ones.
+        (970, 20, &[20]),
+        (930, 40, &[40]),
+        (905, 5, &[5]),
+        // Due exactly a guard before: not held back (its re-read is).
+        (880, 20, &[900]),
+        // Due half way between instants: on time.
+        (300, 20, &[320]),
+        // Slow calls: a renewal due at x.56 s follows the recording of the next instant.
+        (500, 60, &[560]),
+    ];
+    for &(offset, latency, offsets) in cases {
+        let what = format!("started at +{offset} ms, calls of {latency} ms");
+        let ledger = Arc::new(MemoryLedger::default());
+        let clock = TokioClock::starting_at(T0 + offset);
+        ledger.timed(&clock, Duration::from_millis(latency));
+        ledger.add(&id(1), "* * * * * ?", "fire_once", T0);
+        ledger.add(&id(2), "0/2 * * * * ?", "fire_once", T0);
+        let f = start(&ledger, &clock, "a");
+        sleep_ms(40_000).await;
+        f.cancel.cancel();
+        let got = f.taken();
+        assert_once(&got);
+        // The first instant may be late (the firer was just starting); every later one is
+        // cast on the instant, although the store takes `latency` for every call.
+        let settled = T0 + 3_000;
+        let late: Vec<_> = got
+            .iter()
+            .filter(|d| d.1 >= settled && d.2 != d.1)
+            .collect();
+        assert!(late.is_empty(), "{what}: late casts {late:?}");
+        let end = clock.now_ms();
+        let seconds: Vec<i64> = (settled / 1000..=end / 1000).map(|s| s * 1000).collect();
+        let want = seconds.len() + seconds.iter().filter(|t| *t % 2000 == 0).count();
+        assert_eq!(
+            got.iter().filter(|d| d.1 >= settled).count(),
+            want,
+            "{what}"
+        );
+        // No store call started within the guard window before an instant (once runs wait
+        // for every instant).
+        let calls = ledger.calls();
+        for (call, at) in calls.iter().filter(|c| c.1 >= settled) {
+            let next = (at / 1000 + 1) * 1000;
+            assert!(
+                next - at >= guard,
+                "{what}: {call} started {} ms before an instant",
+                next - at
+            );
+        }
+        // The lease was renewed every 5 s (plus at most the guard), so never lost, and each
+        // renewal is followed by the re-read of the started crons.
+        let leases: Vec<i64> = calls
+            .iter()
+            .filter(|c| c.0 == "lease")
+            .map(|c| c.1)
+            .collect();
+        assert!(leases.len() >= 7, "{what}: {leases:?}");
+        for w in leases.windows(2) {
+            assert!(
+                w[1] - w[0] >= renew && w[1] - w[0] <= renew + guard + latency as i64,
+                "{what}: renewals {leases:?}"
+            );
+        }
+        let mut seen: Vec<i64> = leases[1..].iter().map(|at| at.rem_euclid(1000)).collect();
+        seen.dedup();
+        assert_eq!(seen, offsets, "{what}: renewals {leases:?}");
+        let rereads = calls.iter().filter(|c| c.0 == "started").count();
+        assert_eq!(rereads, leases.len(), "{what}: one re-read per lease call");
     }
 }
