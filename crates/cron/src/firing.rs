@@ -161,6 +161,19 @@ pub struct Dispatch {
     pub cron: Arc<CronRow>,
 }
 
+/// Hands an instant's recorded fires over (to the scheduler, in production). The message is
+/// built when the fires are recorded, ahead of their instant, so that at the instant only
+/// sending it remains; it is built again at the instant only if the [`Gate`] withdrew some of
+/// its runs meanwhile.
+pub trait Dispatcher: Send + Sync + 'static {
+    /// A message ready to send.
+    type Prepared: Send + 'static;
+    /// Builds the message for `fires` (the fires of one instant).
+    fn prepare(&self, fires: &[Dispatch]) -> Self::Prepared;
+    /// Sends a prepared message; called at its instant, under the gate's lock.
+    fn send(&self, prepared: Self::Prepared);
+}
+
 struct Armed {
     row: Arc<CronRow>,
 }
@@ -248,15 +261,59 @@ struct Staged {
     snap: u64,
 }
 
+impl Staged {
+    fn dispatch(&self) -> Dispatch {
+        Dispatch {
+            run_id: self.run_id,
+            at_ms: self.rec.fire_at_ms,
+            catch_up: self.rec.catch_up,
+            cron: self.row.clone(),
+        }
+    }
+}
+
+/// The runs of one instant, and their message once built.
+struct Batch<P> {
+    runs: Vec<Staged>,
+    prepared: Option<P>,
+}
+
+impl<P> Default for Batch<P> {
+    fn default() -> Self {
+        Batch {
+            runs: Vec::new(),
+            prepared: None,
+        }
+    }
+}
+
+impl<P> Batch<P> {
+    fn add(&mut self, run: Staged) {
+        self.runs.push(run);
+        // Built for fewer runs: built again (before the instant) for all.
+        self.prepared = None;
+    }
+}
+
 /// The runs waiting for their instant, by instant.
-type Waiting = BTreeMap<i64, Vec<Staged>>;
+type Waiting<P> = BTreeMap<i64, Batch<P>>;
+
+/// Builds the messages of the instants that lack one (after a recording or a take-over).
+fn prepare_waiting<D: Dispatcher>(waiting: &mut Waiting<D::Prepared>, dispatch: &D) {
+    for batch in waiting.values_mut() {
+        if batch.prepared.is_none() && !batch.runs.is_empty() {
+            let fires: Vec<Dispatch> = batch.runs.iter().map(Staged::dispatch).collect();
+            batch.prepared = Some(dispatch.prepare(&fires));
+        }
+    }
+}
 
 /// The largest guard window used (see [`FiringOptions::guard`]).
 const MAX_GUARD_MS: i64 = 500;
 
 /// Whether store work must wait: an instant with runs waiting is less than `guard` ms away
 /// (or due).
-fn guarded(waiting: &Waiting, now: i64, guard: i64) -> bool {
+fn guarded<P>(waiting: &Waiting<P>, now: i64, guard: i64) -> bool {
     waiting
         .first_key_value()
         .is_some_and(|(at, _)| *at - now < guard)
@@ -278,20 +335,25 @@ struct Cast {
     withdrawn: Vec<String>,
 }
 
-fn oldest_snapshot(waiting: &Waiting, also: Option<u64>) -> Option<u64> {
-    waiting.values().flatten().map(|s| s.snap).chain(also).min()
+fn oldest_snapshot<P>(waiting: &Waiting<P>, also: Option<u64>) -> Option<u64> {
+    waiting
+        .values()
+        .flat_map(|b| &b.runs)
+        .map(|s| s.snap)
+        .chain(also)
+        .min()
 }
 
 /// Judges the runs a previous firer (or this one, before it lost its lease) recorded but
 /// never sent: the ones to cast are added to `waiting`, the others returned to withdraw.
-fn take_over(
+fn take_over<P>(
     firer: &Firer,
     jobs: &HashMap<Id, Armed>,
     runs: Vec<CronRunRow>,
     limits: Limits,
     snap: u64,
     now: i64,
-    waiting: &mut Waiting,
+    waiting: &mut Waiting<P>,
 ) -> Vec<String> {
     // Per cron, the latest recorded instant that is not in the future.
     let mut latest: HashMap<&str, i64> = HashMap::new();
@@ -320,7 +382,7 @@ fn take_over(
             job,
         ) {
             (Pending::Cast { catch_up }, Some(job)) => {
-                waiting.entry(r.fire_at_ms).or_default().push(Staged {
+                waiting.entry(r.fire_at_ms).or_default().add(Staged {
                     rec: NewCronFire {
                         cron_id: r.cron_id.clone(),
                         run_id: r.run_id.clone(),
@@ -366,15 +428,16 @@ async fn store_stamps<L: Ledger>(ledger: &L, cast: Cast, history: i64) {
     }
 }
 
-/// Runs the firing loop until `cancel` fires. `dispatch` is called at each instant with the
-/// recorded fires due (in instant order, under the `gate`'s lock), after they were stored.
-pub async fn run<L: Ledger>(
+/// Runs the firing loop until `cancel` fires. `dispatch` prepares each instant's message
+/// when its fires are stored and sends it at the instant (in instant order, under the
+/// `gate`'s lock).
+pub async fn run<L: Ledger, D: Dispatcher>(
     opts: FiringOptions,
     ledger: Arc<L>,
     clock: Arc<dyn Clock>,
     gate: Arc<Gate>,
     mut commands: mpsc::Receiver<Command>,
-    dispatch: impl Fn(Vec<Dispatch>) + Send + Sync + 'static,
+    dispatch: D,
     cancel: CancellationToken,
 ) {
     let ttl = ms(opts.lease_ttl);
@@ -402,7 +465,7 @@ pub async fn run<L: Ledger>(
         tracing::info!(holder = %opts.holder, token, "cron firer holds the lease");
         let mut firer = Firer::new(opts.limits);
         let mut jobs = HashMap::new();
-        let mut waiting: Waiting = BTreeMap::new();
+        let mut waiting: Waiting<D::Prepared> = BTreeMap::new();
         let mut resync = true;
         // The snapshot taken before the read the take-over judges by, until it is done.
         let mut taking_over: Option<u64> = None;
@@ -456,6 +519,7 @@ pub async fn run<L: Ledger>(
                             }
                         }
                         taking_over = None;
+                        prepare_waiting(&mut waiting, &dispatch);
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot read the pending cron runs"),
                 }
@@ -505,22 +569,26 @@ pub async fn run<L: Ledger>(
                 let mut sent = Vec::new();
                 let mut withdrawn = Vec::new();
                 gate.hold(|g| {
-                    let mut batch = Vec::new();
-                    for s in due.into_values().flatten() {
-                        if !g.admits(s.cron, s.snap, s.rec.fire_at_ms) {
-                            withdrawn.push(s.rec.run_id);
-                            continue;
+                    for batch in due.into_values() {
+                        let (admitted, refused): (Vec<Staged>, Vec<Staged>) = batch
+                            .runs
+                            .into_iter()
+                            .partition(|s| g.admits(s.cron, s.snap, s.rec.fire_at_ms));
+                        let message = match batch.prepared {
+                            Some(p) if refused.is_empty() => Some(p),
+                            // Some were withdrawn (or it was never built): built for the rest.
+                            _ if !admitted.is_empty() => {
+                                let fires: Vec<Dispatch> =
+                                    admitted.iter().map(Staged::dispatch).collect();
+                                Some(dispatch.prepare(&fires))
+                            }
+                            _ => None,
+                        };
+                        if let Some(m) = message {
+                            dispatch.send(m);
                         }
-                        batch.push(Dispatch {
-                            run_id: s.run_id,
-                            at_ms: s.rec.fire_at_ms,
-                            catch_up: s.rec.catch_up,
-                            cron: s.row,
-                        });
-                        sent.push(s.rec);
-                    }
-                    if !batch.is_empty() {
-                        dispatch(batch);
+                        sent.extend(admitted.into_iter().map(|s| s.rec));
+                        withdrawn.extend(refused.into_iter().map(|s| s.rec.run_id));
                     }
                 });
                 // After the whole batch went out: each stamp is at or after its dispatch.
@@ -610,7 +678,7 @@ pub async fn run<L: Ledger>(
                         records.into_iter().zip(rows).zip(done)
                     {
                         if recorded {
-                            waiting.entry(rec.fire_at_ms).or_default().push(Staged {
+                            waiting.entry(rec.fire_at_ms).or_default().add(Staged {
                                 rec,
                                 cron,
                                 run_id,
@@ -619,6 +687,7 @@ pub async fn run<L: Ledger>(
                             });
                         }
                     }
+                    prepare_waiting(&mut waiting, &dispatch);
                 }
                 Ok(None) => {
                     tracing::warn!(holder = %opts.holder, "cron fires refused: the lease moved on");

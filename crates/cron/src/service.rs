@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::firer::{Limits, Misfire};
-use crate::firing::{self, Command, Dispatch, FiringOptions};
+use crate::firing::{self, Command, Dispatch, Dispatcher, FiringOptions};
 use crate::gate::{Change, Gate};
 
 /// How many unfinished runs are offered to their agents again at start.
@@ -163,6 +163,40 @@ fn instruct(row: &CronRow) -> Option<Instruct> {
     })
 }
 
+/// Hands an instant's fires to the scheduler in one `AsyncJobs` message, encoded when they
+/// are recorded (ahead of their instant).
+struct ToScheduler {
+    bus: Bus,
+}
+
+impl Dispatcher for ToScheduler {
+    /// The number of jobs, and their message.
+    type Prepared = (
+        usize,
+        Result<elves_bus::Prepared<AsyncJobs>, elves_bus::Error>,
+    );
+
+    fn prepare(&self, fires: &[Dispatch]) -> Self::Prepared {
+        let jobs: Vec<AsyncJob> = fires
+            .iter()
+            .filter_map(|d| {
+                Some(AsyncJob {
+                    run_id: d.run_id,
+                    instruct: instruct(&d.cron)?,
+                    redelivery: false,
+                })
+            })
+            .collect();
+        (jobs.len(), self.bus.prepare_cast(&AsyncJobs { jobs }))
+    }
+
+    fn send(&self, (n, message): Self::Prepared) {
+        if let Err(e) = message.and_then(|m| self.bus.cast_prepared(m)) {
+            tracing::error!(fires = n, error = %e, "cron fires not sent");
+        }
+    }
+}
+
 impl Service {
     /// Offers the cron messages on `bus` and starts the firing loop until `cancel` fires.
     pub fn start(
@@ -207,23 +241,8 @@ impl Service {
             default_tz: o.default_tz.clone(),
             ..FiringOptions::default()
         };
-        let bus = inner.bus.clone();
-        // An instant's fires go to the scheduler in one message.
-        let dispatch = move |batch: Vec<Dispatch>| {
-            let jobs: Vec<AsyncJob> = batch
-                .into_iter()
-                .filter_map(|d| {
-                    Some(AsyncJob {
-                        run_id: d.run_id,
-                        instruct: instruct(&d.cron)?,
-                        redelivery: false,
-                    })
-                })
-                .collect();
-            let n = jobs.len();
-            if let Err(e) = bus.cast(AsyncJobs { jobs }) {
-                tracing::error!(fires = n, error = %e, "cron fires not sent");
-            }
+        let dispatch = ToScheduler {
+            bus: inner.bus.clone(),
         };
         let ledger = Arc::new(inner.store.clone());
         tokio::spawn(firing::run(

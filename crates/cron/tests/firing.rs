@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use elves_cron::Ledger;
 use elves_cron::TokioClock;
-use elves_cron::firing::{Command, Dispatch, FiringOptions, run};
+use elves_cron::firing::{Command, Dispatch, Dispatcher, FiringOptions, run};
 use elves_cron::gate::{Change, Gate};
 use elves_store::{CronRow, CronRunRow, NewCronFire};
 use elves_types::{Clock, Id};
@@ -241,19 +241,59 @@ impl Ledger for MemoryLedger {
 /// One dispatched fire: (cron, instant, clock at dispatch, catch-up, run id).
 type Dispatched = (String, i64, i64, bool, String);
 
+/// One message sent: (clock when it was built, clock when it was sent, its fires' crons).
+type Message = (i64, i64, Vec<String>);
+
+/// Records what the firer sends, and when each message was built.
+struct Recorder {
+    clock: Arc<TokioClock>,
+    dispatched: Arc<Mutex<Vec<Dispatched>>>,
+    messages: Arc<Mutex<Vec<Message>>>,
+}
+
+impl Dispatcher for Recorder {
+    /// (clock when built, the fires)
+    type Prepared = (i64, Vec<Dispatch>);
+
+    fn prepare(&self, fires: &[Dispatch]) -> Self::Prepared {
+        (self.clock.now_ms(), fires.to_vec())
+    }
+
+    fn send(&self, (built, fires): Self::Prepared) {
+        let now = self.clock.now_ms();
+        let crons = fires.iter().map(|d| d.cron.id.clone()).collect();
+        self.messages.lock().unwrap().push((built, now, crons));
+        let mut d = self.dispatched.lock().unwrap();
+        for x in fires {
+            d.push((
+                x.cron.id.clone(),
+                x.at_ms,
+                now,
+                x.catch_up,
+                x.run_id.to_string(),
+            ));
+        }
+    }
+}
+
 /// A running firer and what it dispatched.
 struct Running {
     commands: mpsc::Sender<Command>,
     gate: Arc<Gate>,
     dispatched: Arc<Mutex<Vec<Dispatched>>>,
+    messages: Arc<Mutex<Vec<Message>>>,
     cancel: CancellationToken,
 }
 
 fn start(ledger: &Arc<MemoryLedger>, clock: &Arc<TokioClock>, holder: &str) -> Running {
     let (tx, rx) = mpsc::channel(16);
     let dispatched = Arc::new(Mutex::new(Vec::new()));
-    let d = dispatched.clone();
-    let c = clock.clone();
+    let messages = Arc::new(Mutex::new(Vec::new()));
+    let recorder = Recorder {
+        clock: clock.clone(),
+        dispatched: dispatched.clone(),
+        messages: messages.clone(),
+    };
     let cancel = CancellationToken::new();
     let gate = Arc::new(Gate::new());
     let opts = FiringOptions {
@@ -267,24 +307,14 @@ fn start(ledger: &Arc<MemoryLedger>, clock: &Arc<TokioClock>, holder: &str) -> R
         clock_dyn,
         gate.clone(),
         rx,
-        move |batch: Vec<Dispatch>| {
-            let mut d = d.lock().unwrap();
-            for x in batch {
-                d.push((
-                    x.cron.id.clone(),
-                    x.at_ms,
-                    c.now_ms(),
-                    x.catch_up,
-                    x.run_id.to_string(),
-                ));
-            }
-        },
+        recorder,
         cancel.clone(),
     ));
     Running {
         commands: tx,
         gate,
         dispatched,
+        messages,
         cancel,
     }
 }
@@ -292,6 +322,10 @@ fn start(ledger: &Arc<MemoryLedger>, clock: &Arc<TokioClock>, holder: &str) -> R
 impl Running {
     fn taken(&self) -> Vec<Dispatched> {
         std::mem::take(&mut *self.dispatched.lock().unwrap())
+    }
+
+    fn messages(&self) -> Vec<Message> {
+        std::mem::take(&mut *self.messages.lock().unwrap())
     }
 
     /// What the cron service does on `stop`: the store change, then the gate, then the
@@ -720,5 +754,50 @@ async fn no_store_work_starts_just_before_an_instant_and_the_lease_stays_renewed
         assert_eq!(seen, offsets, "{what}: renewals {leases:?}");
         let rereads = calls.iter().filter(|c| c.0 == "started").count();
         assert_eq!(rereads, leases.len(), "{what}: one re-read per lease call");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_instants_message_is_built_ahead_and_again_only_when_a_run_is_withdrawn() {
+    let t = T0 + 5_000;
+    let ahead = FiringOptions::default().record_ahead.as_millis() as i64;
+    // (crons stopped 300 ms before the instant t, after its recording; the message sent at t:
+    // built when, and for which crons)
+    let cases: &[(&[u8], Option<(i64, &[u8])>)] = &[
+        (&[], Some((t - ahead, &[1, 2]))),
+        // One withdrawn: built again, at the instant, for the other.
+        (&[1], Some((t, &[2]))),
+        (&[2], Some((t, &[1]))),
+        // All withdrawn: nothing to send.
+        (&[1, 2], None),
+    ];
+    for &(stopped, want) in cases {
+        let ledger = Arc::new(MemoryLedger::default());
+        let clock = TokioClock::starting_at(T0 + 100);
+        ledger.add(&id(1), "* * * * * ?", "fire_once", T0);
+        ledger.add(&id(2), "* * * * * ?", "fire_once", T0);
+        let f = start(&ledger, &clock, "a");
+        until(&clock, t - 300).await;
+        for n in stopped {
+            f.stop(&ledger, &id(*n), clock.now_ms()).await;
+        }
+        until(&clock, t + 1).await;
+        let messages = f.messages();
+        f.cancel.cancel();
+        // Every earlier instant's message was built at its recording, sent at its instant.
+        let at = |m: &Message| m.1;
+        for m in messages.iter().filter(|m| at(m) < t && at(m) > T0 + 1_000) {
+            assert_eq!(m.0, m.1 - ahead, "{stopped:?}: {messages:?}");
+        }
+        let at_t: Vec<(i64, Vec<String>)> = messages
+            .iter()
+            .filter(|m| at(m) == t)
+            .map(|m| (m.0, m.2.clone()))
+            .collect();
+        let want: Vec<(i64, Vec<String>)> = want
+            .iter()
+            .map(|(built, crons)| (*built, crons.iter().map(|n| id(*n)).collect()))
+            .collect();
+        assert_eq!(at_t, want, "{stopped:?}");
     }
 }
