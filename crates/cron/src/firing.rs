@@ -17,6 +17,7 @@ use elves_cron_expr::Schedule;
 use elves_cron_expr::jiff::tz::TimeZone;
 use elves_store::{CronRow, CronRunRow, NewCronFire, Store};
 use elves_types::{Clock, Id};
+use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -251,6 +252,175 @@ async fn sleep_ms(clock: &dyn Clock, until_ms: i64) {
     tokio::time::sleep(Duration::from_millis(wait as u64)).await;
 }
 
+/// How the loop waits for its next wake-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wake {
+    /// On tokio's timer only (whole ms, rounded up); paused time moves it.
+    Runtime,
+    /// On tokio's timer until [`PRECISE_MARGIN_MS`] before, then the rest with
+    /// [`std::thread::sleep`] (only on the firer's own thread, which nothing else uses).
+    Precise,
+}
+
+/// How long before a wake-up the precise wait leaves tokio's timer, which rounds up to whole
+/// ms and reads a clock of whole ms: 3 ms is its worst overshoot.
+const PRECISE_MARGIN_MS: i64 = 3;
+
+/// Sleeps on this thread until `clock` reads `until_ms` (never returns earlier, unless it is
+/// further away than a precise wait's margin: the clock stepped back, the loop looks again).
+/// A clock of whole ms reads `until_ms - 1` up to a whole ms before it: the last ms is slept
+/// in 200 µs steps, so the wake is at most about that late. Bounded: at most
+/// [`PRECISE_MARGIN_MS`] of sleeping in a few dozen steps.
+fn sleep_precisely(clock: &dyn Clock, until_ms: i64) {
+    for _ in 0..64 {
+        let left = until_ms - clock.now_ms();
+        if left <= 0 || left > PRECISE_MARGIN_MS + 1 {
+            return;
+        }
+        let step = if left > 1 {
+            Duration::from_millis(left as u64 - 1)
+        } else {
+            Duration::from_micros(200)
+        };
+        std::thread::sleep(step);
+    }
+}
+
+/// The firer's thread (see [`spawn_thread`]).
+pub const THREAD_NAME: &str = "elves-cron-firer";
+
+/// A ledger whose calls run on another runtime (the center's): the firer's thread awaits
+/// them there, so the store's connections (sqlx spawns the return of a connection to its pool
+/// on the runtime that drops it, and PostgreSQL/MySQL sockets belong to the runtime that
+/// opened them) only ever live on the center's runtime.
+struct OnRuntime<L> {
+    ledger: Arc<L>,
+    runtime: Handle,
+}
+
+impl<L> OnRuntime<L> {
+    async fn on<T: Send + 'static>(
+        &self,
+        call: impl Future<Output = Result<T, elves_store::Error>> + Send + 'static,
+    ) -> Result<T, elves_store::Error> {
+        self.runtime.spawn(call).await.unwrap_or_else(|e| {
+            Err(elves_store::Error::Db(format!(
+                "the cron store call did not finish: {e}"
+            )))
+        })
+    }
+}
+
+impl<L: Ledger> Ledger for OnRuntime<L> {
+    async fn lease(
+        &self,
+        holder: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Option<i64>, elves_store::Error> {
+        let (l, holder) = (self.ledger.clone(), holder.to_owned());
+        self.on(async move { l.lease(&holder, now_ms, ttl_ms).await })
+            .await
+    }
+    async fn started(&self) -> Result<Vec<CronRow>, elves_store::Error> {
+        let l = self.ledger.clone();
+        self.on(async move { l.started().await }).await
+    }
+    async fn record(
+        &self,
+        holder: &str,
+        token: i64,
+        now_ms: i64,
+        fires: &[NewCronFire],
+    ) -> Result<Option<Vec<bool>>, elves_store::Error> {
+        let (l, holder, fires) = (self.ledger.clone(), holder.to_owned(), fires.to_vec());
+        self.on(async move { l.record(&holder, token, now_ms, &fires).await })
+            .await
+    }
+    async fn pending(&self, limit: i64) -> Result<Vec<CronRunRow>, elves_store::Error> {
+        let l = self.ledger.clone();
+        self.on(async move { l.pending(limit).await }).await
+    }
+    async fn withdraw(&self, run_ids: &[String]) -> Result<(), elves_store::Error> {
+        let (l, run_ids) = (self.ledger.clone(), run_ids.to_vec());
+        self.on(async move { l.withdraw(&run_ids).await }).await
+    }
+    async fn dispatched(
+        &self,
+        fires: &[NewCronFire],
+        at_ms: i64,
+        keep: i64,
+    ) -> Result<(), elves_store::Error> {
+        let (l, fires) = (self.ledger.clone(), fires.to_vec());
+        self.on(async move { l.dispatched(&fires, at_ms, keep).await })
+            .await
+    }
+}
+
+/// A dispatcher whose sends run in the center's runtime context, so the tasks a send spawns
+/// (the bus's handler of the message) run on the center's runtime, not the firer's.
+struct Entered<D> {
+    dispatch: D,
+    runtime: Handle,
+}
+
+impl<D: Dispatcher> Dispatcher for Entered<D> {
+    type Prepared = D::Prepared;
+    fn prepare(&self, fires: &[Dispatch]) -> Self::Prepared {
+        self.dispatch.prepare(fires)
+    }
+    fn send(&self, prepared: Self::Prepared) {
+        let _center = self.runtime.enter();
+        self.dispatch.send(prepared);
+    }
+}
+
+/// Runs the firing loop ([`run`]) on its own OS thread, [`THREAD_NAME`], with a tokio runtime
+/// of its own (current-thread), so that its wake-up at an instant never waits behind the
+/// center's tasks, and it wakes precisely (tokio's timer to within a few ms, then
+/// [`std::thread::sleep`]; never before the instant). The store calls and the casts still run
+/// on `center` (the center's runtime): see [`OnRuntime`] and [`Entered`]. The thread ends when
+/// `cancel` fires (or every command sender is gone), after the store call in progress, if
+/// any, came back.
+#[allow(clippy::too_many_arguments)]
+pub fn spawn_thread<L: Ledger, D: Dispatcher>(
+    center: Handle,
+    opts: FiringOptions,
+    ledger: Arc<L>,
+    clock: Arc<dyn Clock>,
+    gate: Arc<Gate>,
+    commands: mpsc::Receiver<Command>,
+    dispatch: D,
+    cancel: CancellationToken,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let ledger = Arc::new(OnRuntime {
+        ledger,
+        runtime: center.clone(),
+    });
+    let dispatch = Entered {
+        dispatch,
+        runtime: center,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    std::thread::Builder::new()
+        .name(THREAD_NAME.into())
+        .spawn(move || {
+            runtime.block_on(run_waking(
+                Wake::Precise,
+                opts,
+                ledger,
+                clock,
+                gate,
+                commands,
+                dispatch,
+                cancel,
+            ));
+            tracing::debug!("cron firer thread stopped");
+        })
+}
+
 /// A run recorded and waiting for its instant.
 struct Staged {
     rec: NewCronFire,
@@ -431,7 +601,34 @@ async fn store_stamps<L: Ledger>(ledger: &L, cast: Cast, history: i64) {
 /// Runs the firing loop until `cancel` fires. `dispatch` prepares each instant's message
 /// when its fires are stored and sends it at the instant (in instant order, under the
 /// `gate`'s lock).
+///
+/// This runs on the caller's runtime (and its timer, so paused time drives it in tests); the
+/// center runs it on a thread of its own ([`spawn_thread`]).
 pub async fn run<L: Ledger, D: Dispatcher>(
+    opts: FiringOptions,
+    ledger: Arc<L>,
+    clock: Arc<dyn Clock>,
+    gate: Arc<Gate>,
+    commands: mpsc::Receiver<Command>,
+    dispatch: D,
+    cancel: CancellationToken,
+) {
+    run_waking(
+        Wake::Runtime,
+        opts,
+        ledger,
+        clock,
+        gate,
+        commands,
+        dispatch,
+        cancel,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_waking<L: Ledger, D: Dispatcher>(
+    wake_mode: Wake,
     opts: FiringOptions,
     ledger: Arc<L>,
     clock: Arc<dyn Clock>,
@@ -554,7 +751,14 @@ pub async fn run<L: Ledger, D: Dispatcher>(
                     }
                     continue 'held;
                 }
-                _ = sleep_ms(&*clock, wake) => {}
+                _ = sleep_ms(&*clock, match wake_mode {
+                    Wake::Runtime => wake,
+                    Wake::Precise => wake - PRECISE_MARGIN_MS,
+                }) => {
+                    if wake_mode == Wake::Precise {
+                        sleep_precisely(&*clock, wake);
+                    }
+                }
             }
             let now = clock.now_ms();
             // At an instant: cast what was recorded for it, nothing else first.
@@ -707,5 +911,25 @@ pub async fn run<L: Ledger, D: Dispatcher>(
         if cancel.is_cancelled() || commands.is_closed() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use elves_types::SystemClock;
+
+    #[test]
+    fn a_precise_wait_never_ends_before_its_instant() {
+        let clock = SystemClock;
+        for ahead in [0, 1, 2, PRECISE_MARGIN_MS, PRECISE_MARGIN_MS + 1] {
+            let until = clock.now_ms() + ahead;
+            sleep_precisely(&clock, until);
+            assert!(clock.now_ms() >= until, "{ahead} ms ahead");
+        }
+        // Further than the margin (the clock stepped back): it returns, the loop looks again.
+        let far = clock.now_ms() + 60_000;
+        sleep_precisely(&clock, far);
+        assert!(clock.now_ms() < far);
     }
 }

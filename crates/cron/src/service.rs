@@ -44,6 +44,9 @@ pub struct Options {
     pub renew_every: Duration,
     /// This process's name in the firer lease (default: random).
     pub holder: String,
+    /// Run the firing loop on a thread of its own (default), or as a task of the caller's
+    /// runtime (tests on paused time).
+    pub firer_thread: bool,
 }
 
 impl Default for Options {
@@ -58,6 +61,7 @@ impl Default for Options {
             lease_ttl: f.lease_ttl,
             renew_every: f.renew_every,
             holder: f.holder,
+            firer_thread: true,
         }
     }
 }
@@ -198,14 +202,16 @@ impl Dispatcher for ToScheduler {
 }
 
 impl Service {
-    /// Offers the cron messages on `bus` and starts the firing loop until `cancel` fires.
+    /// Offers the cron messages on `bus` and starts the firing loop until `cancel` fires (on
+    /// its own thread unless [`Options::firer_thread`] is off). Must be called within a tokio
+    /// runtime (the center's); fails only if the firer's thread cannot be started.
     pub fn start(
         opts: Options,
         bus: &Bus,
         store: Store,
         clock: Arc<dyn Clock>,
         cancel: CancellationToken,
-    ) -> Service {
+    ) -> std::io::Result<Service> {
         let (tx, rx) = mpsc::channel(1024);
         let (results, results_rx) = mpsc::channel(RESULTS_WAITING);
         tokio::spawn(write_results(store.clone(), results_rx));
@@ -245,18 +251,18 @@ impl Service {
             bus: inner.bus.clone(),
         };
         let ledger = Arc::new(inner.store.clone());
-        tokio::spawn(firing::run(
-            fopts,
-            ledger,
-            inner.clock.clone(),
-            inner.gate.clone(),
-            rx,
-            dispatch,
-            cancel,
-        ));
+        let (clock, gate) = (inner.clock.clone(), inner.gate.clone());
+        if inner.opts.firer_thread {
+            let runtime = tokio::runtime::Handle::current();
+            firing::spawn_thread(runtime, fopts, ledger, clock, gate, rx, dispatch, cancel)?;
+        } else {
+            tokio::spawn(firing::run(
+                fopts, ledger, clock, gate, rx, dispatch, cancel,
+            ));
+        }
         let me = inner.clone();
         tokio::spawn(async move { me.redeliver().await });
-        Service { inner }
+        Ok(Service { inner })
     }
 
     /// This process's name in the firer lease.

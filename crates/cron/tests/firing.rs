@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use elves_cron::Ledger;
 use elves_cron::TokioClock;
-use elves_cron::firing::{Command, Dispatch, Dispatcher, FiringOptions, run};
+use elves_cron::firing::{
+    Command, Dispatch, Dispatcher, FiringOptions, THREAD_NAME, run, spawn_thread,
+};
 use elves_cron::gate::{Change, Gate};
 use elves_store::{CronRow, CronRunRow, NewCronFire};
-use elves_types::{Clock, Id};
+use elves_types::{Clock, Id, SystemClock};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +40,8 @@ struct State {
     timed: Option<(Arc<TokioClock>, Duration)>,
     /// (call, clock at its start) of every call, when `timed`.
     calls: Vec<(&'static str, i64)>,
+    /// The names of the threads the calls ran on.
+    threads: HashSet<String>,
 }
 
 #[derive(Default)]
@@ -55,6 +59,8 @@ impl MemoryLedger {
     async fn call(&self, name: &'static str) {
         let latency = {
             let mut s = self.0.lock().unwrap();
+            let thread = std::thread::current().name().unwrap_or_default().to_owned();
+            s.threads.insert(thread);
             let Some((clock, latency)) = s.timed.clone() else {
                 return;
             };
@@ -763,7 +769,9 @@ async fn an_instants_message_is_built_ahead_and_again_only_when_a_run_is_withdra
     let ahead = FiringOptions::default().record_ahead.as_millis() as i64;
     // (crons stopped 300 ms before the instant t, after its recording; the message sent at t:
     // built when, and for which crons)
-    let cases: &[(&[u8], Option<(i64, &[u8])>)] = &[
+    /// (crons stopped, the message sent at t: built when, for which crons)
+    type Case = (&'static [u8], Option<(i64, &'static [u8])>);
+    let cases: &[Case] = &[
         (&[], Some((t - ahead, &[1, 2]))),
         // One withdrawn: built again, at the instant, for the other.
         (&[1], Some((t, &[2]))),
@@ -800,4 +808,80 @@ async fn an_instants_message_is_built_ahead_and_again_only_when_a_run_is_withdra
             .collect();
         assert_eq!(at_t, want, "{stopped:?}");
     }
+}
+
+/// What a send on the firer's thread saw: (instant, clock at the send, the sending thread,
+/// the thread the task it spawned ran on).
+type SeenSend = (i64, i64, String, String);
+
+/// Sends by spawning a task, as the bus does.
+struct Spawning(mpsc::UnboundedSender<SeenSend>);
+
+impl Dispatcher for Spawning {
+    type Prepared = Vec<Dispatch>;
+    fn prepare(&self, fires: &[Dispatch]) -> Vec<Dispatch> {
+        fires.to_vec()
+    }
+    fn send(&self, fires: Vec<Dispatch>) {
+        let now = SystemClock.now_ms();
+        let name = || std::thread::current().name().unwrap_or_default().to_owned();
+        let sender = name();
+        for f in fires {
+            let (seen, sender) = (self.0.clone(), sender.clone());
+            tokio::spawn(async move {
+                let _ = seen.send((f.at_ms, now, sender, name()));
+            });
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_its_own_thread_the_firer_casts_onto_the_callers_runtime_never_early() {
+    const WAIT: Duration = Duration::from_secs(10);
+    let ledger = Arc::new(MemoryLedger::default());
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    ledger.add(&id(1), "* * * * * ?", "fire_once", clock.now_ms());
+    let (commands, rx) = mpsc::channel(16);
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    let cancel = CancellationToken::new();
+    let opts = FiringOptions {
+        holder: "a".into(),
+        ..FiringOptions::default()
+    };
+    let thread = spawn_thread(
+        tokio::runtime::Handle::current(),
+        opts,
+        ledger.clone(),
+        clock,
+        Arc::new(Gate::new()),
+        rx,
+        Spawning(seen_tx),
+        cancel.clone(),
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let (at, sent, sender, handler) = tokio::time::timeout(WAIT, seen.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(sent >= at, "sent at {sent}, before its instant {at}");
+        assert_eq!(sender, THREAD_NAME);
+        // The task the send spawned ran on the caller's runtime (its workers), not the firer's.
+        assert_ne!(handler, THREAD_NAME);
+    }
+    // Every store call ran on the caller's runtime too.
+    let threads = ledger.0.lock().unwrap().threads.clone();
+    assert!(
+        !threads.is_empty() && !threads.contains(THREAD_NAME),
+        "{threads:?}"
+    );
+    // Cancelled, the thread ends.
+    cancel.cancel();
+    let joined = tokio::task::spawn_blocking(move || thread.join());
+    tokio::time::timeout(WAIT, joined)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    drop(commands);
 }
