@@ -3,10 +3,13 @@
 //! ([`FiringOptions::record_ahead`]) records its fires under the lease's fencing token, and
 //! **at** the instant casts the recorded runs (those the [`Gate`] still admits: a stop or
 //! delete that committed meanwhile withdraws them) and then stamps them as dispatched (the
-//! fire lag `elves-bench cron-lag` reads back) and prunes old runs. So the instant's own work
-//! is only the casts. A firer that loses its lease, or whose lease runs out before an
-//! instant, casts nothing more and waits to take it again; what it recorded is the next
-//! holder's to cast once or withdraw ([`judge_pending`]).
+//! fire lag `elves-bench cron-lag` reads back) and prunes old runs. The instant's message is
+//! built when its fires are recorded ([`Dispatcher::prepare`]), so the instant's own work is
+//! the gate check and sending it; and no store work starts within [`FiringOptions::guard`]
+//! before an instant with runs waiting (it is done right after that instant's send). In the
+//! center the loop runs on its own thread ([`spawn_thread`]). A firer that loses its lease, or
+//! whose lease runs out before an instant, casts nothing more and waits to take it again; what
+//! it recorded is the next holder's to cast once or withdraw ([`judge_pending`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
