@@ -492,9 +492,13 @@ fn guarded<P>(waiting: &Waiting<P>, now: i64, guard: i64) -> bool {
         .is_some_and(|(at, _)| *at - now < guard)
 }
 
-/// When work due at `at` may start: at `at`, unless that falls in the guard window of the
-/// next instant with runs waiting (`next_cast`); then right after that instant.
-fn held_back(at: i64, next_cast: Option<i64>, guard: i64) -> i64 {
+/// When work due at `at` may start, seen at `now`: when it is due (`now` if that passed),
+/// unless that falls in the guard window of the next instant with runs waiting
+/// (`next_cast`); then right after that instant. (Work that fell due before the window but was
+/// not done by the time the window began waits too: the loop never wakes for work it may not
+/// do.)
+fn held_back(at: i64, now: i64, next_cast: Option<i64>, guard: i64) -> i64 {
+    let at = at.max(now);
     match next_cast {
         Some(c) if c - at < guard => at.max(c),
         _ => at,
@@ -730,10 +734,11 @@ async fn run_waking<L: Ledger, D: Dispatcher>(
                 firer.prepare();
             }
             let next_cast = waiting.first_key_value().map(|(at, _)| *at);
+            let now = clock.now_ms();
             let next_record = firer
                 .next_wake()
-                .map(|at| held_back(at - ahead, next_cast, guard));
-            let next_renew = held_back(renew_at, next_cast, guard);
+                .map(|at| held_back(at - ahead, now, next_cast, guard));
+            let next_renew = held_back(renew_at, now, next_cast, guard);
             let wake = [next_cast, next_record, Some(next_renew)]
                 .into_iter()
                 .flatten()

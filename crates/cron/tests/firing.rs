@@ -885,3 +885,35 @@ async fn on_its_own_thread_the_firer_casts_onto_the_callers_runtime_never_early(
         .unwrap();
     drop(commands);
 }
+
+#[tokio::test(start_paused = true)]
+async fn crons_added_one_by_one_on_a_slow_store_all_fire() {
+    let ledger = Arc::new(MemoryLedger::default());
+    let clock = TokioClock::starting_at(T0 + 100);
+    ledger.timed(&clock, Duration::from_millis(20));
+    let f = start(&ledger, &clock, "a");
+    sleep_ms(500).await;
+    let mut added = Vec::new();
+    for n in 0..250u8 {
+        let cron = format!("{:016X}", 0x1000 + u32::from(n));
+        let now = clock.now_ms();
+        ledger.add(&cron, "* * * * * ?", "fire_once", now);
+        f.commands
+            .send(Command::Arm(Box::new(ledger.row(&cron))))
+            .await
+            .unwrap();
+        added.push((cron, now));
+        sleep_ms(13).await;
+    }
+    sleep_ms(10_000).await;
+    let end = clock.now_ms();
+    let got = f.taken();
+    f.cancel.cancel();
+    assert_once(&got);
+    for (cron, at) in &added {
+        let first = (at / 1000 + 1) * 1000;
+        let mine: Vec<i64> = got.iter().filter(|d| &d.0 == cron).map(|d| d.1).collect();
+        let want: Vec<i64> = (first / 1000..=end / 1000).map(|s| s * 1000).collect();
+        assert_eq!(mine, want, "{cron} added at {at}");
+    }
+}
