@@ -232,8 +232,28 @@ impl Bus {
 
     /// Sends `msg` without waiting for an answer. Fails only when nobody serves `M`.
     pub fn cast<M: Message>(&self, msg: M) -> Result<(), Error> {
-        let (key, route) = self.route::<M>()?;
-        let bytes = self.encode(&key, "cast", &msg)?;
+        self.cast_prepared(self.prepare_cast(&msg)?)
+    }
+
+    /// Encodes `msg` for a later [`Bus::cast_prepared`]: the envelope's bytes, exactly as
+    /// [`Bus::cast`] would send them (with the request id in scope now). For a sender whose
+    /// message is known ahead of the moment it must go out (a cron instant's fires), so that
+    /// at that moment only the hand-over remains.
+    pub fn prepare_cast<M: Message>(&self, msg: &M) -> Result<Prepared<M>, Error> {
+        let key = Self::key::<M>();
+        let bytes = self.encode(&key, "cast", msg)?;
+        Ok(Prepared {
+            bytes,
+            message: std::marker::PhantomData,
+        })
+    }
+
+    /// Sends a message encoded by [`Bus::prepare_cast`], as [`Bus::cast`] sends (its handler
+    /// runs in a task of the current runtime, within the route's slots). Fails only when
+    /// nobody serves `M`.
+    pub fn cast_prepared<M: Message>(&self, prepared: Prepared<M>) -> Result<(), Error> {
+        let (_, route) = self.route::<M>()?;
+        let bytes = prepared.bytes;
         tokio::spawn(async move {
             let Ok(_permit) = route.slots.acquire_owned().await else {
                 return;
@@ -243,6 +263,20 @@ impl Bus {
             }
         });
         Ok(())
+    }
+}
+
+/// A message encoded ahead of its cast ([`Bus::prepare_cast`]).
+pub struct Prepared<M> {
+    bytes: Vec<u8>,
+    message: std::marker::PhantomData<fn() -> M>,
+}
+
+impl<M> std::fmt::Debug for Prepared<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("bytes", &self.bytes.len())
+            .finish()
     }
 }
 
@@ -378,6 +412,54 @@ mod tests {
         // Without a scope there is none.
         let got = api.call(Relay, Duration::from_secs(1)).await.unwrap();
         assert_eq!(got, (None, None));
+    }
+
+    #[tokio::test]
+    async fn a_prepared_cast_is_the_cast_it_was_prepared_as() {
+        let bus = Bus::memory();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        bus.for_module("pong").serve(move |p: Ping| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send((p.n, p.text, request_id().map(|r| r.to_string())));
+                Ok(String::new())
+            }
+        });
+        let cron = bus.for_module("cron");
+        // (request id in scope when prepared, text, request id the handler sees)
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            ("", "plain", None),
+            ("rid-1", "中文\n\"quoted\"", Some("rid-1")),
+            ("bad id", "x", None),
+        ];
+        for (n, (rid, text, want)) in cases.iter().enumerate() {
+            let msg = Ping {
+                n: n as u32,
+                text: (*text).to_owned(),
+            };
+            let prepared = with_request_id(rid, async { cron.prepare_cast(&msg) })
+                .await
+                .unwrap();
+            // The same bytes as a cast of the same message under the same id.
+            let direct = with_request_id(rid, async { cron.encode("pong.ping", "cast", &msg) })
+                .await
+                .unwrap();
+            assert_eq!(prepared.bytes, direct, "{rid:?}");
+            // Sent outside any request scope: the id is the one it was prepared under.
+            cron.cast_prepared(prepared).unwrap();
+            let got = rx.recv().await.unwrap();
+            assert_eq!(
+                got,
+                (n as u32, (*text).to_owned(), want.map(str::to_owned)),
+                "{rid:?}"
+            );
+        }
+        // Prepared while nobody serves it: fails at the cast, as a cast would.
+        let p = cron.prepare_cast(&Slow).unwrap();
+        assert_eq!(
+            cron.cast_prepared(p).unwrap_err(),
+            Error::NoHandler("pong.slow".into())
+        );
     }
 
     #[tokio::test]

@@ -132,7 +132,8 @@ impl Center {
                 store.clone(),
                 Arc::new(SystemClock),
                 cancel.clone(),
-            );
+            )
+            .context("starting the cron firer's thread")?;
         }
 
         let agents_listen: SocketAddr = cfg.agents.listen.parse().context("agents.listen")?;

@@ -10,9 +10,12 @@
 //!   stored as `flag:"false"`, `[410.1]`, `worker_flag:-1` — becomes the cron's last result,
 //!   and the newest [`Options::history`] runs of each cron are kept.
 //! * Ahead of time: the fires of an instant are recorded shortly before it
-//!   ([`FiringOptions::record_ahead`]) and only cast at the instant, so the fire lag is the
-//!   casts, not the store. A `stop` or `delete` that answers before the instant withdraws the
-//!   recorded run (the [`gate`]); a `start` before the instant keeps it.
+//!   ([`FiringOptions::record_ahead`]), and their one message to the scheduler is built and
+//!   encoded then, so at the instant only the [`gate`] check and the hand-over of that message
+//!   remain: the fire lag is the wake-up, not the store. A `stop` or `delete` that answers
+//!   before the instant withdraws the recorded run (the message is then built again for the
+//!   rest); a `start` before the instant keeps it. No store work starts within
+//!   [`FiringOptions::guard`] (100 ms) before an instant with runs waiting.
 //! * Exactly once: only the holder of the firer lease fires, and every recording checks the
 //!   lease's fencing token in the same transaction, so a firer that lost its lease (paused,
 //!   partitioned, replaced) records nothing, and it casts nothing once its lease may have run
@@ -28,8 +31,12 @@
 //!   within [`Options::misfire_window`] (60 s); `skip` fires nothing. Earlier missed instants
 //!   never fire: there is at most one catch-up fire per cron.
 //! * Precision: the firer keeps the next instant of every started cron in one ordered set and
-//!   sleeps until the earliest (no polling). Time comes from an injected
-//!   [`Clock`](elves_types::Clock), so tests run on tokio's paused time.
+//!   sleeps until the earliest (no polling). In the center it runs on a thread of its own,
+//!   `elves-cron-firer` ([`firing::spawn_thread`]; [`Options::firer_thread`]), so its wake-up
+//!   waits for no task of the center, and it sleeps the last ms with the OS's sleep (never
+//!   waking before the instant); store calls and the send still run on the center's runtime.
+//!   Time comes from an injected [`Clock`](elves_types::Clock), so tests run the loop on
+//!   tokio's paused time ([`firing::run`]).
 //!
 //! The firing core ([`firer::Firer`]) is pure: `arm`/`disarm` crons and `due(now)` → the fires
 //! to make. The loop ([`firing`]) drives it against a [`Ledger`] (the store in production)

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::firer::{Limits, Misfire};
-use crate::firing::{self, Command, Dispatch, FiringOptions};
+use crate::firing::{self, Command, Dispatch, Dispatcher, FiringOptions};
 use crate::gate::{Change, Gate};
 
 /// How many unfinished runs are offered to their agents again at start.
@@ -44,6 +44,9 @@ pub struct Options {
     pub renew_every: Duration,
     /// This process's name in the firer lease (default: random).
     pub holder: String,
+    /// Run the firing loop on a thread of its own (default), or as a task of the caller's
+    /// runtime (tests on paused time).
+    pub firer_thread: bool,
 }
 
 impl Default for Options {
@@ -58,6 +61,7 @@ impl Default for Options {
             lease_ttl: f.lease_ttl,
             renew_every: f.renew_every,
             holder: f.holder,
+            firer_thread: true,
         }
     }
 }
@@ -163,15 +167,51 @@ fn instruct(row: &CronRow) -> Option<Instruct> {
     })
 }
 
+/// Hands an instant's fires to the scheduler in one `AsyncJobs` message, encoded when they
+/// are recorded (ahead of their instant).
+struct ToScheduler {
+    bus: Bus,
+}
+
+impl Dispatcher for ToScheduler {
+    /// The number of jobs, and their message.
+    type Prepared = (
+        usize,
+        Result<elves_bus::Prepared<AsyncJobs>, elves_bus::Error>,
+    );
+
+    fn prepare(&self, fires: &[Dispatch]) -> Self::Prepared {
+        let jobs: Vec<AsyncJob> = fires
+            .iter()
+            .filter_map(|d| {
+                Some(AsyncJob {
+                    run_id: d.run_id,
+                    instruct: instruct(&d.cron)?,
+                    redelivery: false,
+                })
+            })
+            .collect();
+        (jobs.len(), self.bus.prepare_cast(&AsyncJobs { jobs }))
+    }
+
+    fn send(&self, (n, message): Self::Prepared) {
+        if let Err(e) = message.and_then(|m| self.bus.cast_prepared(m)) {
+            tracing::error!(fires = n, error = %e, "cron fires not sent");
+        }
+    }
+}
+
 impl Service {
-    /// Offers the cron messages on `bus` and starts the firing loop until `cancel` fires.
+    /// Offers the cron messages on `bus` and starts the firing loop until `cancel` fires (on
+    /// its own thread unless [`Options::firer_thread`] is off). Must be called within a tokio
+    /// runtime (the center's); fails only if the firer's thread cannot be started.
     pub fn start(
         opts: Options,
         bus: &Bus,
         store: Store,
         clock: Arc<dyn Clock>,
         cancel: CancellationToken,
-    ) -> Service {
+    ) -> std::io::Result<Service> {
         let (tx, rx) = mpsc::channel(1024);
         let (results, results_rx) = mpsc::channel(RESULTS_WAITING);
         tokio::spawn(write_results(store.clone(), results_rx));
@@ -207,37 +247,22 @@ impl Service {
             default_tz: o.default_tz.clone(),
             ..FiringOptions::default()
         };
-        let bus = inner.bus.clone();
-        // An instant's fires go to the scheduler in one message.
-        let dispatch = move |batch: Vec<Dispatch>| {
-            let jobs: Vec<AsyncJob> = batch
-                .into_iter()
-                .filter_map(|d| {
-                    Some(AsyncJob {
-                        run_id: d.run_id,
-                        instruct: instruct(&d.cron)?,
-                        redelivery: false,
-                    })
-                })
-                .collect();
-            let n = jobs.len();
-            if let Err(e) = bus.cast(AsyncJobs { jobs }) {
-                tracing::error!(fires = n, error = %e, "cron fires not sent");
-            }
+        let dispatch = ToScheduler {
+            bus: inner.bus.clone(),
         };
         let ledger = Arc::new(inner.store.clone());
-        tokio::spawn(firing::run(
-            fopts,
-            ledger,
-            inner.clock.clone(),
-            inner.gate.clone(),
-            rx,
-            dispatch,
-            cancel,
-        ));
+        let (clock, gate) = (inner.clock.clone(), inner.gate.clone());
+        if inner.opts.firer_thread {
+            let runtime = tokio::runtime::Handle::current();
+            firing::spawn_thread(runtime, fopts, ledger, clock, gate, rx, dispatch, cancel)?;
+        } else {
+            tokio::spawn(firing::run(
+                fopts, ledger, clock, gate, rx, dispatch, cancel,
+            ));
+        }
         let me = inner.clone();
         tokio::spawn(async move { me.redeliver().await });
-        Service { inner }
+        Ok(Service { inner })
     }
 
     /// This process's name in the firer lease.

@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use elves_cron::Ledger;
 use elves_cron::TokioClock;
-use elves_cron::firing::{Command, Dispatch, FiringOptions, run};
+use elves_cron::firing::{
+    Command, Dispatch, Dispatcher, FiringOptions, THREAD_NAME, run, spawn_thread,
+};
 use elves_cron::gate::{Change, Gate};
 use elves_store::{CronRow, CronRunRow, NewCronFire};
-use elves_types::{Clock, Id};
+use elves_types::{Clock, Id, SystemClock};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -34,12 +36,39 @@ struct State {
     runs: Vec<Run>,
     /// Holders whose lease calls fail (a store they cannot reach).
     unreachable: HashSet<String>,
+    /// When set: every call is logged with the clock's time at its start, and takes this long.
+    timed: Option<(Arc<TokioClock>, Duration)>,
+    /// (call, clock at its start) of every call, when `timed`.
+    calls: Vec<(&'static str, i64)>,
+    /// The names of the threads the calls ran on.
+    threads: HashSet<String>,
 }
 
 #[derive(Default)]
 struct MemoryLedger(Mutex<State>);
 
 impl MemoryLedger {
+    /// Logs every call from now on, and makes each take `latency` (a busy store).
+    fn timed(&self, clock: &Arc<TokioClock>, latency: Duration) {
+        self.0.lock().unwrap().timed = Some((clock.clone(), latency));
+    }
+    fn calls(&self) -> Vec<(&'static str, i64)> {
+        self.0.lock().unwrap().calls.clone()
+    }
+    /// The start of a call: logged, then its latency.
+    async fn call(&self, name: &'static str) {
+        let latency = {
+            let mut s = self.0.lock().unwrap();
+            let thread = std::thread::current().name().unwrap_or_default().to_owned();
+            s.threads.insert(thread);
+            let Some((clock, latency)) = s.timed.clone() else {
+                return;
+            };
+            s.calls.push((name, clock.now_ms()));
+            latency
+        };
+        tokio::time::sleep(latency).await;
+    }
     fn add(&self, id: &str, rule: &str, misfire: &str, started_at: i64) {
         let row = CronRow {
             id: id.into(),
@@ -112,6 +141,7 @@ impl Ledger for MemoryLedger {
         now: i64,
         ttl: i64,
     ) -> Result<Option<i64>, elves_store::Error> {
+        self.call("lease").await;
         let mut s = self.0.lock().unwrap();
         if s.unreachable.contains(holder) {
             return Err(elves_store::Error::Db("unreachable".into()));
@@ -126,12 +156,14 @@ impl Ledger for MemoryLedger {
         Ok(Some(token))
     }
     async fn started(&self) -> Result<Vec<CronRow>, elves_store::Error> {
+        self.call("started").await;
         let s = self.0.lock().unwrap();
         let mut v: Vec<_> = s.crons.values().filter(|c| c.started).cloned().collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(v)
     }
     async fn pending(&self, limit: i64) -> Result<Vec<CronRunRow>, elves_store::Error> {
+        self.call("pending").await;
         let s = self.0.lock().unwrap();
         let mut v: Vec<CronRunRow> = s
             .runs
@@ -152,6 +184,7 @@ impl Ledger for MemoryLedger {
         Ok(v)
     }
     async fn withdraw(&self, run_ids: &[String]) -> Result<(), elves_store::Error> {
+        self.call("withdraw").await;
         let mut s = self.0.lock().unwrap();
         s.runs
             .retain(|r| r.stamped.is_some() || !run_ids.contains(&r.run_id));
@@ -164,6 +197,7 @@ impl Ledger for MemoryLedger {
         now: i64,
         fires: &[NewCronFire],
     ) -> Result<Option<Vec<bool>>, elves_store::Error> {
+        self.call("record").await;
         let mut s = self.0.lock().unwrap();
         if !matches!(&s.lease, Some((h, t, exp)) if h == holder && *t == token && *exp > now) {
             return Ok(None);
@@ -199,6 +233,7 @@ impl Ledger for MemoryLedger {
         at_ms: i64,
         _keep: i64,
     ) -> Result<(), elves_store::Error> {
+        self.call("dispatched").await;
         let mut s = self.0.lock().unwrap();
         for f in fires {
             if let Some(r) = s.runs.iter_mut().find(|r| r.run_id == f.run_id) {
@@ -212,19 +247,59 @@ impl Ledger for MemoryLedger {
 /// One dispatched fire: (cron, instant, clock at dispatch, catch-up, run id).
 type Dispatched = (String, i64, i64, bool, String);
 
+/// One message sent: (clock when it was built, clock when it was sent, its fires' crons).
+type Message = (i64, i64, Vec<String>);
+
+/// Records what the firer sends, and when each message was built.
+struct Recorder {
+    clock: Arc<TokioClock>,
+    dispatched: Arc<Mutex<Vec<Dispatched>>>,
+    messages: Arc<Mutex<Vec<Message>>>,
+}
+
+impl Dispatcher for Recorder {
+    /// (clock when built, the fires)
+    type Prepared = (i64, Vec<Dispatch>);
+
+    fn prepare(&self, fires: &[Dispatch]) -> Self::Prepared {
+        (self.clock.now_ms(), fires.to_vec())
+    }
+
+    fn send(&self, (built, fires): Self::Prepared) {
+        let now = self.clock.now_ms();
+        let crons = fires.iter().map(|d| d.cron.id.clone()).collect();
+        self.messages.lock().unwrap().push((built, now, crons));
+        let mut d = self.dispatched.lock().unwrap();
+        for x in fires {
+            d.push((
+                x.cron.id.clone(),
+                x.at_ms,
+                now,
+                x.catch_up,
+                x.run_id.to_string(),
+            ));
+        }
+    }
+}
+
 /// A running firer and what it dispatched.
 struct Running {
     commands: mpsc::Sender<Command>,
     gate: Arc<Gate>,
     dispatched: Arc<Mutex<Vec<Dispatched>>>,
+    messages: Arc<Mutex<Vec<Message>>>,
     cancel: CancellationToken,
 }
 
 fn start(ledger: &Arc<MemoryLedger>, clock: &Arc<TokioClock>, holder: &str) -> Running {
     let (tx, rx) = mpsc::channel(16);
     let dispatched = Arc::new(Mutex::new(Vec::new()));
-    let d = dispatched.clone();
-    let c = clock.clone();
+    let messages = Arc::new(Mutex::new(Vec::new()));
+    let recorder = Recorder {
+        clock: clock.clone(),
+        dispatched: dispatched.clone(),
+        messages: messages.clone(),
+    };
     let cancel = CancellationToken::new();
     let gate = Arc::new(Gate::new());
     let opts = FiringOptions {
@@ -238,24 +313,14 @@ fn start(ledger: &Arc<MemoryLedger>, clock: &Arc<TokioClock>, holder: &str) -> R
         clock_dyn,
         gate.clone(),
         rx,
-        move |batch: Vec<Dispatch>| {
-            let mut d = d.lock().unwrap();
-            for x in batch {
-                d.push((
-                    x.cron.id.clone(),
-                    x.at_ms,
-                    c.now_ms(),
-                    x.catch_up,
-                    x.run_id.to_string(),
-                ));
-            }
-        },
+        recorder,
         cancel.clone(),
     ));
     Running {
         commands: tx,
         gate,
         dispatched,
+        messages,
         cancel,
     }
 }
@@ -263,6 +328,10 @@ fn start(ledger: &Arc<MemoryLedger>, clock: &Arc<TokioClock>, holder: &str) -> R
 impl Running {
     fn taken(&self) -> Vec<Dispatched> {
         std::mem::take(&mut *self.dispatched.lock().unwrap())
+    }
+
+    fn messages(&self) -> Vec<Message> {
+        std::mem::take(&mut *self.messages.lock().unwrap())
     }
 
     /// What the cron service does on `stop`: the store change, then the gate, then the
@@ -609,5 +678,242 @@ async fn a_restart_between_recording_and_instant_fires_the_recorded_run_at_most_
         let passed = ledger.fires().into_iter().filter(|f| f.1 <= now).count();
         assert_eq!(passed, all.len(), "{what}");
         b.cancel.cancel();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_store_work_starts_just_before_an_instant_and_the_lease_stays_renewed() {
+    let guard = FiringOptions::default().guard.as_millis() as i64;
+    let renew = FiringOptions::default().renew_every.as_millis() as i64;
+    // (the firer starts this many ms past a whole second, which puts its 5 s renewals (and
+    // the re-reads after them) that far past each fifth instant; each store call's latency,
+    // ms; the renewals' offsets past a whole second after the first)
+    let cases: &[(i64, u64, &[i64])] = &[
+        // The first renewal falls due 10, 30 or 90 ms before an instant (the firer took the
+        // lease at +start and the call took `latency`): it waits for that instant's casts and
+        // starts right after their stamps (one store call), and so do the later ones.
+        (970, 20, &[20]),
+        (930, 40, &[40]),
+        (905, 5, &[5]),
+        // Due exactly a guard before: not held back (its re-read is).
+        (880, 20, &[900]),
+        // Due half way between instants: on time.
+        (300, 20, &[320]),
+        // Slow calls: a renewal due at x.56 s follows the recording of the next instant.
+        (500, 60, &[560]),
+    ];
+    for &(offset, latency, offsets) in cases {
+        let what = format!("started at +{offset} ms, calls of {latency} ms");
+        let ledger = Arc::new(MemoryLedger::default());
+        let clock = TokioClock::starting_at(T0 + offset);
+        ledger.timed(&clock, Duration::from_millis(latency));
+        ledger.add(&id(1), "* * * * * ?", "fire_once", T0);
+        ledger.add(&id(2), "0/2 * * * * ?", "fire_once", T0);
+        let f = start(&ledger, &clock, "a");
+        sleep_ms(40_000).await;
+        f.cancel.cancel();
+        let got = f.taken();
+        assert_once(&got);
+        // The first instant may be late (the firer was just starting); every later one is
+        // cast on the instant, although the store takes `latency` for every call.
+        let settled = T0 + 3_000;
+        let late: Vec<_> = got
+            .iter()
+            .filter(|d| d.1 >= settled && d.2 != d.1)
+            .collect();
+        assert!(late.is_empty(), "{what}: late casts {late:?}");
+        let end = clock.now_ms();
+        let seconds: Vec<i64> = (settled / 1000..=end / 1000).map(|s| s * 1000).collect();
+        let want = seconds.len() + seconds.iter().filter(|t| *t % 2000 == 0).count();
+        assert_eq!(
+            got.iter().filter(|d| d.1 >= settled).count(),
+            want,
+            "{what}"
+        );
+        // No store call started within the guard window before an instant (once runs wait
+        // for every instant).
+        let calls = ledger.calls();
+        for (call, at) in calls.iter().filter(|c| c.1 >= settled) {
+            let next = (at / 1000 + 1) * 1000;
+            assert!(
+                next - at >= guard,
+                "{what}: {call} started {} ms before an instant",
+                next - at
+            );
+        }
+        // The lease was renewed every 5 s (plus at most the guard), so never lost, and each
+        // renewal is followed by the re-read of the started crons.
+        let leases: Vec<i64> = calls
+            .iter()
+            .filter(|c| c.0 == "lease")
+            .map(|c| c.1)
+            .collect();
+        assert!(leases.len() >= 7, "{what}: {leases:?}");
+        for w in leases.windows(2) {
+            assert!(
+                w[1] - w[0] >= renew && w[1] - w[0] <= renew + guard + latency as i64,
+                "{what}: renewals {leases:?}"
+            );
+        }
+        let mut seen: Vec<i64> = leases[1..].iter().map(|at| at.rem_euclid(1000)).collect();
+        seen.dedup();
+        assert_eq!(seen, offsets, "{what}: renewals {leases:?}");
+        let rereads = calls.iter().filter(|c| c.0 == "started").count();
+        assert_eq!(rereads, leases.len(), "{what}: one re-read per lease call");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_instants_message_is_built_ahead_and_again_only_when_a_run_is_withdrawn() {
+    let t = T0 + 5_000;
+    let ahead = FiringOptions::default().record_ahead.as_millis() as i64;
+    // (crons stopped 300 ms before the instant t, after its recording; the message sent at t:
+    // built when, and for which crons)
+    /// (crons stopped, the message sent at t: built when, for which crons)
+    type Case = (&'static [u8], Option<(i64, &'static [u8])>);
+    let cases: &[Case] = &[
+        (&[], Some((t - ahead, &[1, 2]))),
+        // One withdrawn: built again, at the instant, for the other.
+        (&[1], Some((t, &[2]))),
+        (&[2], Some((t, &[1]))),
+        // All withdrawn: nothing to send.
+        (&[1, 2], None),
+    ];
+    for &(stopped, want) in cases {
+        let ledger = Arc::new(MemoryLedger::default());
+        let clock = TokioClock::starting_at(T0 + 100);
+        ledger.add(&id(1), "* * * * * ?", "fire_once", T0);
+        ledger.add(&id(2), "* * * * * ?", "fire_once", T0);
+        let f = start(&ledger, &clock, "a");
+        until(&clock, t - 300).await;
+        for n in stopped {
+            f.stop(&ledger, &id(*n), clock.now_ms()).await;
+        }
+        until(&clock, t + 1).await;
+        let messages = f.messages();
+        f.cancel.cancel();
+        // Every earlier instant's message was built at its recording, sent at its instant.
+        let at = |m: &Message| m.1;
+        for m in messages.iter().filter(|m| at(m) < t && at(m) > T0 + 1_000) {
+            assert_eq!(m.0, m.1 - ahead, "{stopped:?}: {messages:?}");
+        }
+        let at_t: Vec<(i64, Vec<String>)> = messages
+            .iter()
+            .filter(|m| at(m) == t)
+            .map(|m| (m.0, m.2.clone()))
+            .collect();
+        let want: Vec<(i64, Vec<String>)> = want
+            .iter()
+            .map(|(built, crons)| (*built, crons.iter().map(|n| id(*n)).collect()))
+            .collect();
+        assert_eq!(at_t, want, "{stopped:?}");
+    }
+}
+
+/// What a send on the firer's thread saw: (instant, clock at the send, the sending thread,
+/// the thread the task it spawned ran on).
+type SeenSend = (i64, i64, String, String);
+
+/// Sends by spawning a task, as the bus does.
+struct Spawning(mpsc::UnboundedSender<SeenSend>);
+
+impl Dispatcher for Spawning {
+    type Prepared = Vec<Dispatch>;
+    fn prepare(&self, fires: &[Dispatch]) -> Vec<Dispatch> {
+        fires.to_vec()
+    }
+    fn send(&self, fires: Vec<Dispatch>) {
+        let now = SystemClock.now_ms();
+        let name = || std::thread::current().name().unwrap_or_default().to_owned();
+        let sender = name();
+        for f in fires {
+            let (seen, sender) = (self.0.clone(), sender.clone());
+            tokio::spawn(async move {
+                let _ = seen.send((f.at_ms, now, sender, name()));
+            });
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_its_own_thread_the_firer_casts_onto_the_callers_runtime_never_early() {
+    const WAIT: Duration = Duration::from_secs(10);
+    let ledger = Arc::new(MemoryLedger::default());
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    ledger.add(&id(1), "* * * * * ?", "fire_once", clock.now_ms());
+    let (commands, rx) = mpsc::channel(16);
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    let cancel = CancellationToken::new();
+    let opts = FiringOptions {
+        holder: "a".into(),
+        ..FiringOptions::default()
+    };
+    let thread = spawn_thread(
+        tokio::runtime::Handle::current(),
+        opts,
+        ledger.clone(),
+        clock,
+        Arc::new(Gate::new()),
+        rx,
+        Spawning(seen_tx),
+        cancel.clone(),
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let (at, sent, sender, handler) = tokio::time::timeout(WAIT, seen.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(sent >= at, "sent at {sent}, before its instant {at}");
+        assert_eq!(sender, THREAD_NAME);
+        // The task the send spawned ran on the caller's runtime (its workers), not the firer's.
+        assert_ne!(handler, THREAD_NAME);
+    }
+    // Every store call ran on the caller's runtime too.
+    let threads = ledger.0.lock().unwrap().threads.clone();
+    assert!(
+        !threads.is_empty() && !threads.contains(THREAD_NAME),
+        "{threads:?}"
+    );
+    // Cancelled, the thread ends.
+    cancel.cancel();
+    let joined = tokio::task::spawn_blocking(move || thread.join());
+    tokio::time::timeout(WAIT, joined)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    drop(commands);
+}
+
+#[tokio::test(start_paused = true)]
+async fn crons_added_one_by_one_on_a_slow_store_all_fire() {
+    let ledger = Arc::new(MemoryLedger::default());
+    let clock = TokioClock::starting_at(T0 + 100);
+    ledger.timed(&clock, Duration::from_millis(20));
+    let f = start(&ledger, &clock, "a");
+    sleep_ms(500).await;
+    let mut added = Vec::new();
+    for n in 0..250u8 {
+        let cron = format!("{:016X}", 0x1000 + u32::from(n));
+        let now = clock.now_ms();
+        ledger.add(&cron, "* * * * * ?", "fire_once", now);
+        f.commands
+            .send(Command::Arm(Box::new(ledger.row(&cron))))
+            .await
+            .unwrap();
+        added.push((cron, now));
+        sleep_ms(13).await;
+    }
+    sleep_ms(10_000).await;
+    let end = clock.now_ms();
+    let got = f.taken();
+    f.cancel.cancel();
+    assert_once(&got);
+    for (cron, at) in &added {
+        let first = (at / 1000 + 1) * 1000;
+        let mine: Vec<i64> = got.iter().filter(|d| &d.0 == cron).map(|d| d.1).collect();
+        let want: Vec<i64> = (first / 1000..=end / 1000).map(|s| s * 1000).collect();
+        assert_eq!(mine, want, "{cron} added at {at}");
     }
 }

@@ -46,7 +46,7 @@ async fn module() -> Module {
         display_tz: TimeZone::UTC,
         ..Options::default()
     };
-    Service::start(opts, &bus, store, Arc::new(SystemClock), cancel.clone());
+    Service::start(opts, &bus, store, Arc::new(SystemClock), cancel.clone()).unwrap();
     Module {
         bus,
         jobs,
