@@ -570,7 +570,10 @@ fn agent_killed_mid_task_adopts_its_worker(c: &mut Cluster) {
     );
     let log = runs(c);
     for task in ["slow_s7", "ok_w7", "ok_s7"] {
-        let starts = log.iter().filter(|l| **l == format!("start {task}")).count();
+        let starts = log
+            .iter()
+            .filter(|l| **l == format!("start {task}"))
+            .count();
         assert_eq!(starts, 1, "{task} ran once: {log:#?}");
     }
     assert!(
