@@ -605,12 +605,9 @@ impl Executor {
             program,
             _permit,
         } = admitted;
-        let open = |p: &Path| std::fs::File::create(p);
-        let (out, err) = match (open(&files.out), open(&files.err)) {
-            (Ok(o), Ok(e)) => (o, e),
-            (Err(e), _) | (_, Err(e)) => {
-                return Outcome::fail(format!("app exec error : output file: {e}"), 0);
-            }
+        let (out, err) = match files.for_worker() {
+            Ok(f) => f,
+            Err(e) => return Outcome::fail(format!("app exec error : output file: {e}"), 0),
         };
         // Not killed when the agent drops it: the worker outlives an agent that dies.
         cmd.stdout(out).stderr(err).kill_on_drop(false);
@@ -643,7 +640,7 @@ impl Executor {
                 _ = sleep_until_opt(deadline) => break Err(Stop::Timeout),
                 status = child.wait() => break Ok(status),
                 _ = tick.tick() => {
-                    if file_len(&files.out) > cap as u64 {
+                    if files.out_len() > cap as u64 {
                         break Err(Stop::OverCap);
                     }
                 }
@@ -797,11 +794,131 @@ pub struct Admitted {
 /// How often the output cap of a worker writing to files is checked.
 pub const FILE_POLL: Duration = Duration::from_millis(50);
 
-/// Where a detached worker's stdout and stderr go.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a detached worker's stdout and stderr go: two files, by path, or kept open by the
+/// [journal](crate::runs) (see [`HeldFiles`]).
+#[derive(Debug, Clone)]
 pub struct RunFiles {
     pub out: PathBuf,
     pub err: PathBuf,
+    held: Option<std::sync::Arc<HeldFiles>>,
+}
+
+/// A journal slot's stdout and stderr files, kept open for appending by the agent and empty
+/// whenever no run uses them. A worker gets duplicates of these descriptors, so its output
+/// lands at the end of a file the agent never opens, truncates-and-closes or creates again
+/// (ext4 flushes a file truncated to 0 when its last descriptor closes; here that happens
+/// only when the agent stops).
+#[derive(Debug)]
+pub struct HeldFiles {
+    pub out: std::fs::File,
+    pub err: std::fs::File,
+}
+
+impl HeldFiles {
+    /// Opens (creating, for appending and reading) the two files.
+    pub fn open(out: &Path, err: &Path) -> std::io::Result<HeldFiles> {
+        let open = |p: &Path| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create(true)
+                .open(p)
+        };
+        Ok(HeldFiles {
+            out: open(out)?,
+            err: open(err)?,
+        })
+    }
+
+    /// Empties both files (no-op for one already empty).
+    pub fn clear(&self) -> std::io::Result<()> {
+        for f in [&self.out, &self.err] {
+            if f.metadata()?.len() > 0 {
+                f.set_len(0)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RunFiles {
+    /// Files named by path, created (emptied) for each worker.
+    pub fn at(out: PathBuf, err: PathBuf) -> RunFiles {
+        RunFiles {
+            out,
+            err,
+            held: None,
+        }
+    }
+
+    /// Files the caller keeps open and empty between runs.
+    pub fn held(out: PathBuf, err: PathBuf, held: std::sync::Arc<HeldFiles>) -> RunFiles {
+        RunFiles {
+            out,
+            err,
+            held: Some(held),
+        }
+    }
+
+    /// The worker's stdout and stderr, empty.
+    fn for_worker(&self) -> std::io::Result<(std::fs::File, std::fs::File)> {
+        match &self.held {
+            Some(h) => Ok((h.out.try_clone()?, h.err.try_clone()?)),
+            None => Ok((
+                std::fs::File::create(&self.out)?,
+                std::fs::File::create(&self.err)?,
+            )),
+        }
+    }
+
+    /// The size of the stdout file, 0 when it cannot be read.
+    pub(crate) fn out_len(&self) -> u64 {
+        match &self.held {
+            Some(h) => h.out.metadata().map(|m| m.len()).unwrap_or(0),
+            None => file_len(&self.out),
+        }
+    }
+
+    /// The whole stdout file.
+    fn read_out(&self) -> std::io::Result<Vec<u8>> {
+        match &self.held {
+            Some(h) => read_from(&h.out, 0, self.out_len()),
+            None => std::fs::read(&self.out),
+        }
+    }
+
+    /// The last [`STDERR_TAIL`] bytes of the stderr file (empty when it cannot be read).
+    fn err_tail(&self) -> Vec<u8> {
+        let tail = |f: &std::fs::File| {
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            let from = len.saturating_sub(STDERR_TAIL as u64);
+            read_from(f, from, len).unwrap_or_default()
+        };
+        match &self.held {
+            Some(h) => tail(&h.err),
+            None => std::fs::File::open(&self.err)
+                .map(|f| tail(&f))
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Bytes `from..to` of `f` (fewer if it is shorter), without moving its offset.
+fn read_from(f: &std::fs::File, from: u64, to: u64) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let want = usize::try_from(to.saturating_sub(from)).unwrap_or(usize::MAX);
+    let mut buf = vec![0u8; want];
+    let mut got = 0;
+    while got < want {
+        match f.read_at(&mut buf[got..], from + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(got);
+    Ok(buf)
 }
 
 /// The size of a file, 0 when it cannot be read.
@@ -818,22 +935,15 @@ pub(crate) fn judge_files(
     cap: usize,
     costtime: i64,
 ) -> Outcome {
-    if file_len(&files.out) > cap as u64 {
+    if files.out_len() > cap as u64 {
         return Outcome::fail(Stop::OverCap.message(cap), costtime);
     }
-    let out = match std::fs::read(&files.out) {
+    let out = match files.read_out() {
         Ok(b) => b,
         Err(e) => return Outcome::fail(format!("app exec error : output file: {e}"), costtime),
     };
     let mut err = TailBuf::new(STDERR_TAIL);
-    if let Ok(mut f) = std::fs::File::open(&files.err) {
-        use std::io::{Read, Seek, SeekFrom};
-        let len = file_len(&files.err);
-        let _ = f.seek(SeekFrom::Start(len.saturating_sub(STDERR_TAIL as u64)));
-        let mut buf = Vec::with_capacity(STDERR_TAIL);
-        let _ = f.take(STDERR_TAIL as u64).read_to_end(&mut buf);
-        err.push(&buf);
-    }
+    err.push(&files.err_tail());
     judge(status, &out, &err, costtime)
 }
 

@@ -35,7 +35,8 @@
 //! answer in stdout decides (markers present → their flag; missing → the usual flag -1
 //! "output flag/result error").
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -47,7 +48,7 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::exec::{self, Executor, Outcome, RunFiles, Stop};
+use crate::exec::{self, Executor, HeldFiles, Outcome, RunFiles, Stop};
 
 /// How many records are read back at once.
 pub const MAX_RECORDS: usize = 10_000;
@@ -118,6 +119,10 @@ pub fn still_runs(pid: i32, start_ticks: u64) -> bool {
 /// files when it ends.
 pub const KEPT_SLOTS: u32 = 1024;
 
+/// How many slots keep their three files open between runs (the lowest numbers: slots are
+/// taken lowest first, and the worker cap bounds how many are in use at once).
+pub const HELD_SLOTS: u32 = 128;
+
 /// The files of slot `n`: record, stdout, stderr.
 fn slot_name(n: u32, ext: &str) -> String {
     format!("slot-{n}.{ext}")
@@ -137,13 +142,32 @@ fn slot_of(name: &str) -> Option<u32> {
 /// `slot-{n}.err`. A slot's files are kept and rewritten in place by the next run that takes
 /// the slot (an empty record file is a free slot), because creating a file costs far more than
 /// rewriting one on a file system that has just deleted many (ext4 searches for an inode that
-/// was not freed recently). Records of the older layout (`{RUN}.json`, `.out`, `.err`) are
-/// still read and removed.
+/// was not freed recently). The first [`HELD_SLOTS`] slots also keep their files **open**:
+/// records are written with one `pwrite`, workers get duplicates of the output descriptors, and
+/// emptying them is one `ftruncate` each, with no `open` or `close` per run (closing a file
+/// truncated to 0 makes ext4 flush it). Records of the older layout (`{RUN}.json`, `.out`,
+/// `.err`) are still read and removed.
 #[derive(Clone, Debug)]
 pub struct Journal {
     dir: PathBuf,
-    /// Free slots (lowest first) and the next never-used slot number.
-    slots: Arc<Mutex<(BTreeSet<u32>, u32)>>,
+    slots: Arc<Mutex<Slots>>,
+}
+
+#[derive(Debug, Default)]
+struct Slots {
+    /// Free slots (lowest first).
+    free: BTreeSet<u32>,
+    /// The next never-used slot number.
+    next: u32,
+    /// The open files of slots below [`HELD_SLOTS`] used so far.
+    held: HashMap<u32, Arc<Held>>,
+}
+
+/// A slot's files, kept open.
+#[derive(Debug)]
+struct Held {
+    record: File,
+    io: Arc<HeldFiles>,
 }
 
 impl Journal {
@@ -175,12 +199,55 @@ impl Journal {
         }
         Ok(Journal {
             dir: dir.to_owned(),
-            slots: Arc::new(Mutex::new((free, next))),
+            slots: Arc::new(Mutex::new(Slots {
+                free,
+                next,
+                held: HashMap::new(),
+            })),
         })
     }
 
-    fn slots(&self) -> std::sync::MutexGuard<'_, (BTreeSet<u32>, u32)> {
+    fn slots(&self) -> std::sync::MutexGuard<'_, Slots> {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The open files of slot `n` (opened on first use), `None` beyond [`HELD_SLOTS`] or when
+    /// they cannot be opened (the slot then works by path).
+    fn held(&self, n: u32) -> Option<Arc<Held>> {
+        if n >= HELD_SLOTS {
+            return None;
+        }
+        let mut slots = self.slots();
+        if let Some(h) = slots.held.get(&n) {
+            return Some(h.clone());
+        }
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(self.dir.join(slot_name(n, "json")))
+            .and_then(|record| {
+                let io = HeldFiles::open(
+                    &self.dir.join(slot_name(n, "out")),
+                    &self.dir.join(slot_name(n, "err")),
+                )?;
+                Ok(Held {
+                    record,
+                    io: Arc::new(io),
+                })
+            });
+        match opened {
+            Ok(h) => {
+                let h = Arc::new(h);
+                slots.held.insert(n, h.clone());
+                Some(h)
+            }
+            Err(e) => {
+                tracing::warn!(slot = n, error = %e, "cannot keep a journal slot's files open");
+                None
+            }
+        }
     }
 
     /// The record file of a run: its slot's, or (older layout) one named by its run id;
@@ -197,14 +264,20 @@ impl Journal {
     pub fn files(&self, r: &Record) -> Option<RunFiles> {
         let id = Id::parse(&r.run_id)?;
         Some(match r.slot {
-            Some(n) => RunFiles {
-                out: self.dir.join(slot_name(n, "out")),
-                err: self.dir.join(slot_name(n, "err")),
-            },
-            None => RunFiles {
-                out: self.dir.join(format!("{id}.out")),
-                err: self.dir.join(format!("{id}.err")),
-            },
+            Some(n) => {
+                let (out, err) = (
+                    self.dir.join(slot_name(n, "out")),
+                    self.dir.join(slot_name(n, "err")),
+                );
+                match self.held(n) {
+                    Some(h) => RunFiles::held(out, err, h.io.clone()),
+                    None => RunFiles::at(out, err),
+                }
+            }
+            None => RunFiles::at(
+                self.dir.join(format!("{id}.out")),
+                self.dir.join(format!("{id}.err")),
+            ),
         })
     }
 
@@ -217,17 +290,24 @@ impl Journal {
         let path = self
             .record_path(r)
             .ok_or_else(|| std::io::Error::other("invalid run id"))?;
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)?;
-        let mut bytes = serde_json::to_vec(r)?;
-        let len = f.metadata()?.len();
-        if (bytes.len() as u64) < len {
-            bytes.resize(usize::try_from(len).unwrap_or(bytes.len()), b' ');
+        let write = |f: &File| {
+            let mut bytes = serde_json::to_vec(r)?;
+            let len = f.metadata()?.len();
+            if (bytes.len() as u64) < len {
+                bytes.resize(usize::try_from(len).unwrap_or(bytes.len()), b' ');
+            }
+            f.write_all_at(&bytes, 0)
+        };
+        match r.slot.and_then(|n| self.held(n)) {
+            Some(h) => write(&h.record),
+            None => write(
+                &std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)?,
+            ),
         }
-        f.write_all_at(&bytes, 0)
     }
 
     /// Records a run before its worker starts, in a free slot (noted in `r`).
@@ -237,17 +317,22 @@ impl Journal {
         }
         let n = {
             let mut slots = self.slots();
-            match slots.0.pop_first() {
+            match slots.free.pop_first() {
                 Some(n) => n,
                 None => {
-                    let n = slots.1;
-                    slots.1 = n.saturating_add(1);
+                    let n = slots.next;
+                    slots.next = n.saturating_add(1);
                     n
                 }
             }
         };
         r.slot = Some(n);
-        self.write(r).inspect_err(|_| {
+        // An agent that died while freeing the slot may have left output behind.
+        let cleared = match self.held(n) {
+            Some(h) => h.io.clear(),
+            None => Ok(()),
+        };
+        cleared.and_then(|()| self.write(r)).inspect_err(|_| {
             // Not recorded: the slot is someone else's to take.
             r.slot = None;
             self.release(n);
@@ -262,7 +347,7 @@ impl Journal {
     }
 
     fn release(&self, n: u32) {
-        self.slots().0.insert(n);
+        self.slots().free.insert(n);
     }
 
     /// Forgets a run whose result is spooled: its slot's files are emptied and the slot freed
@@ -271,10 +356,21 @@ impl Journal {
         let (Some(record), Some(files)) = (self.record_path(r), self.files(r)) else {
             return;
         };
-        match r.slot {
-            Some(n) if n < KEPT_SLOTS => {
+        match (r.slot, r.slot.and_then(|n| self.held(n))) {
+            (Some(n), Some(h)) => {
                 // The record first: once it is empty the slot is free, whatever its output
                 // files still hold.
+                if let Err(e) = h.record.set_len(0) {
+                    tracing::warn!(slot = n, error = %e, "cannot free a journal slot");
+                    return;
+                }
+                if let Err(e) = h.io.clear() {
+                    tracing::warn!(slot = n, error = %e, "cannot empty a journal slot's output");
+                }
+                self.release(n);
+            }
+            (Some(n), None) if n < KEPT_SLOTS => {
+                // The record first, as above.
                 if std::fs::OpenOptions::new()
                     .write(true)
                     .open(&record)
@@ -424,7 +520,7 @@ pub async fn adopt(
                 }
             } => break Some(Stop::Timeout),
             _ = tick.tick() => {
-                if exec::file_len(&files.out) > cap as u64 {
+                if files.out_len() > cap as u64 {
                     break Some(Stop::OverCap);
                 }
             }
@@ -520,6 +616,78 @@ mod tests {
             reopened.finish(done);
         }
         assert!(reopened.all().is_empty());
+    }
+
+    /// Two runs one after the other in the same held slot: each outcome and stderr tail is
+    /// its own worker's (the shorter second answer shows no byte of the first), and a
+    /// finished slot's files are empty on disk.
+    #[tokio::test]
+    async fn a_held_slot_gives_each_run_only_its_own_output() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let apps = dir.path().join("apps");
+        std::fs::create_dir_all(apps.join("apptest")).unwrap();
+        let worker = apps.join("apptest/app-worker");
+        std::fs::write(
+            &worker,
+            "#!/bin/sh\necho \"warn $ELVES_FUNC\" >&2\n\
+             printf '<ElvesWFlag>true</ElvesWFlag><ElvesWResult>%s</ElvesWResult>' \"$ELVES_FUNC\"\n\
+             [ \"$ELVES_FUNC\" = fails ] && exit 3\nexit 0\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&worker, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let exec = Executor::new(exec::ExecConfig {
+            apps_dir: apps,
+            ..exec::ExecConfig::default()
+        });
+        let j = Journal::open(&dir.path().join("runs")).unwrap();
+        let cases = [
+            ("a-much-longer-first-answer", 1, "a-much-longer-first-answer"),
+            ("short", 1, "short"),
+            ("fails", -1, "warn fails"),
+            ("ok", 1, "ok"),
+        ];
+        for (i, (func, flag, said)) in cases.into_iter().enumerate() {
+            let mut r = record(&format!("00000000000000D{i}"));
+            r.func = func.into();
+            j.begin(&mut r).unwrap();
+            assert_eq!(r.slot, Some(0), "{func}: the freed slot is reused");
+            let files = j.files(&r).unwrap();
+            let job = exec::Job {
+                id: r.id.clone(),
+                kind: r.kind.clone(),
+                mode: r.mode.clone(),
+                app: r.app.clone(),
+                func: r.func.clone(),
+                param: r.param.clone(),
+                timeout_secs: 5,
+                proxy: String::new(),
+            };
+            let cancel = CancellationToken::new();
+            let admitted = exec.admit(&job, true, &cancel).await.ok().unwrap();
+            let o = exec
+                .run_to_files(&job, admitted, &files, cancel, |pid| {
+                    j.started(&mut r, pid).unwrap()
+                })
+                .await;
+            assert_eq!(o.flag, flag, "{func}: {o:?}");
+            assert!(o.message.contains(said), "{func}: {o:?}");
+            if flag == 1 {
+                assert_eq!(o.message, said, "{func}: nothing of an earlier run");
+            }
+            let answer =
+                format!("<ElvesWFlag>true</ElvesWFlag><ElvesWResult>{func}</ElvesWResult>");
+            assert_eq!(
+                String::from_utf8_lossy(&std::fs::read(&files.out).unwrap()),
+                answer,
+                "{func}: the output file holds this run's answer from its first byte"
+            );
+            j.finish(&r);
+            for p in [&files.out, &files.err] {
+                assert_eq!(std::fs::read(p).unwrap(), b"", "{func}: {}", p.display());
+            }
+        }
+        assert!(j.all().is_empty());
     }
 
     #[test]
