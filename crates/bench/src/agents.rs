@@ -492,6 +492,7 @@ pub fn agent_scale(args: AgentScaleArgs) -> anyhow::Result<()> {
         agent_filter: "info",
         sign_type,
         lean_agent: false,
+        worker: args.common.worker,
     })?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -119,6 +119,7 @@ pub fn cron_lag(args: CronArgs) -> anyhow::Result<()> {
             agent_filter: "info",
             sign_type,
             lean_agent: false,
+            worker: args.common.worker,
         },
         |c| {
             // Every run of the window is kept, whatever its length.

@@ -103,6 +103,7 @@ pub fn footprint(args: FootprintArgs) -> anyhow::Result<()> {
             agent_filter: "info",
             sign_type,
             lean_agent: false,
+            worker: args.common.worker,
         })?;
         let addr = c.api.addr().to_owned();
         let limit = Duration::from_secs(30);
@@ -123,6 +124,7 @@ pub fn footprint(args: FootprintArgs) -> anyhow::Result<()> {
         agent_filter: "info",
         sign_type,
         lean_agent: true,
+        worker: args.common.worker,
     })?;
     rt.block_on(cluster.ready(&ips))?;
     std::thread::sleep(Duration::from_secs(args.idle_secs));

@@ -48,6 +48,61 @@ pub struct CommonArgs {
     /// Keep the temporary directory (configs, logs, the center's SQLite file) and print its path.
     #[arg(long)]
     pub keep_dir: bool,
+    /// The no-op worker the agents run (and the spawn baselines spawn): `rust` is
+    /// `elves-noop-worker` (a dynamically linked Rust program); `c-static` is the same answer
+    /// from a statically linked C program compiled here with `cc -O2 -static` (the cheapest
+    /// native worker: no dynamic loader, no runtime start-up).
+    #[arg(long, value_enum, default_value_t = WorkerKind::Rust)]
+    pub worker: WorkerKind,
+}
+
+/// Which no-op worker a [`Cluster`] installs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum WorkerKind {
+    Rust,
+    CStatic,
+}
+
+impl WorkerKind {
+    /// How a report names it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            WorkerKind::Rust => {
+                "the native no-op worker `elves-noop-worker` (Rust, dynamically linked)"
+            }
+            WorkerKind::CStatic => {
+                "the native no-op worker in C, statically linked (`cc -O2 -static`, `--worker c-static`)"
+            }
+        }
+    }
+}
+
+/// The C no-op worker of `--worker c-static`: the answer of `elves-noop-worker`, one write.
+const C_NOOP: &str = r#"#include <unistd.h>
+static const char answer[] = "<ElvesWFlag>true</ElvesWFlag><ElvesWResult>ok</ElvesWResult>";
+int main(void) {
+    return write(1, answer, sizeof answer - 1) == (ssize_t)(sizeof answer - 1) ? 0 : 1;
+}
+"#;
+
+/// Compiles [`C_NOOP`] to `dest` with `$CC` (default `cc`), statically linked.
+fn compile_c_noop(dir: &Path, dest: &Path) -> anyhow::Result<()> {
+    let src = dir.join("noop.c");
+    std::fs::write(&src, C_NOOP)?;
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let out = std::process::Command::new(&cc)
+        .args(["-O2", "-static", "-o"])
+        .arg(dest)
+        .arg(&src)
+        .output()
+        .with_context(|| format!("--worker c-static needs a C compiler: cannot run {cc:?}"))?;
+    ensure!(
+        out.status.success(),
+        "--worker c-static: `{cc} -O2 -static` failed (a static libc is needed, e.g. Debian's \
+         libc6-dev): {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
 }
 
 /// What a run knows from its start.
@@ -90,6 +145,7 @@ impl CommonArgs {
             agent_filter,
             sign_type,
             lean_agent: false,
+            worker: self.worker,
         })?;
         Ok((ips, cluster))
     }
@@ -332,6 +388,7 @@ pub struct ClusterOpts<'a> {
     /// Run the agents as the lean `elves-agent` binary (what hosts deploy) instead of
     /// `elves agent`.
     pub lean_agent: bool,
+    pub worker: WorkerKind,
 }
 
 /// One center and its agents on loopback, in a temporary directory, with the native no-op
@@ -390,7 +447,12 @@ impl Cluster {
         let app_dir = apps_dir.join(APP);
         std::fs::create_dir_all(&app_dir)?;
         let entry = app_dir.join("app-worker");
-        std::fs::copy(&noop, &entry).context("installing the no-op worker")?;
+        match o.worker {
+            WorkerKind::Rust => {
+                std::fs::copy(&noop, &entry).context("installing the no-op worker")?;
+            }
+            WorkerKind::CStatic => compile_c_noop(&dir, &entry)?,
+        }
 
         let (api_port, agents_port) = (free_port()?, free_port()?);
         let mut center = CenterConfig::default();

@@ -449,9 +449,10 @@ fn render(r: &Report) -> anyhow::Result<String> {
     writeln!(
         w,
         "- one `elves center` (memory bus, SQLite store) and {} `elves agent`s ({}), each with \
-         the native no-op worker as app `noop`; child processes of the bench on loopback",
+         {} as app `noop`; child processes of the bench on loopback",
         r.ips.len(),
-        r.ips.join(", ")
+        r.ips.join(", "),
+        a.common.worker.describe()
     )?;
     writeln!(
         w,

@@ -90,6 +90,7 @@ pub fn rt_latency(args: RtArgs) -> anyhow::Result<()> {
         },
         sign_type,
         lean_agent: false,
+        worker: args.common.worker,
     })?;
 
     let rt = tokio::runtime::Builder::new_current_thread()
