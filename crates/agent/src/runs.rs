@@ -642,7 +642,11 @@ mod tests {
         });
         let j = Journal::open(&dir.path().join("runs")).unwrap();
         let cases = [
-            ("a-much-longer-first-answer", 1, "a-much-longer-first-answer"),
+            (
+                "a-much-longer-first-answer",
+                1,
+                "a-much-longer-first-answer",
+            ),
             ("short", 1, "short"),
             ("fails", -1, "warn fails"),
             ("ok", 1, "ok"),

@@ -203,7 +203,7 @@ async fn handle(
     route: routes::Route,
     path: &str,
     params: &Params,
-) -> Result<Option<serde_json::Value>, ApiError> {
+) -> Result<Option<Box<serde_json::value::RawValue>>, ApiError> {
     let now = app.clock.now_secs();
     // §3 steps 1–5.
     let pre = elves_sign::precheck(params, &app.opts.policy, now)?;

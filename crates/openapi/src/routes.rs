@@ -156,17 +156,21 @@ impl Ctx<'_> {
     }
 }
 
+/// A route's answer, as JSON text.
+pub type Reply = Box<serde_json::value::RawValue>;
+
 pub async fn serve(
     route: Route,
     params: &Params,
     ctx: &Ctx<'_>,
-) -> Result<Option<Value>, ApiError> {
-    match route {
+) -> Result<Option<Reply>, ApiError> {
+    let value = match route {
+        Route::Queue(action) => return queue(action, params, ctx).await,
         Route::RtExec => rt_exec(params, ctx).await,
-        Route::Queue(action) => queue(action, params, ctx).await,
         Route::Info(action) => info(action, params, ctx).await,
         Route::Cron(action) => crate::cron::serve(action, params, ctx).await,
-    }
+    };
+    value.map(|v| v.as_ref().map(elves_types::raw))
 }
 
 async fn info(action: &str, params: &Params, ctx: &Ctx<'_>) -> Result<Option<Value>, ApiError> {
@@ -247,7 +251,8 @@ fn into_task(job: JobSpec, mode: &str, depend_task_id: String) -> TaskSpec {
     }
 }
 
-async fn queue(action: &str, params: &Params, ctx: &Ctx<'_>) -> Result<Option<Value>, ApiError> {
+async fn queue(action: &str, params: &Params, ctx: &Ctx<'_>) -> Result<Option<Reply>, ApiError> {
+    let raw = |v: Value| Some(elves_types::raw(&v));
     let bus = ctx.bus;
     let auth_id = ctx.caller.auth_id();
     match action {
@@ -262,7 +267,7 @@ async fn queue(action: &str, params: &Params, ctx: &Ctx<'_>) -> Result<Option<Va
                 owner: auth_id.to_owned(),
             };
             let id = call(bus, msg).await?;
-            Ok(Some(json!({ "id": id })))
+            Ok(raw(json!({ "id": id })))
         }
         "addtask" => {
             let queue_id = queue_id(params)?;
@@ -271,14 +276,14 @@ async fn queue(action: &str, params: &Params, ctx: &Ctx<'_>) -> Result<Option<Va
             ctx.permit(None, Some(&task.ip), Owned::Queue(&queue_id))
                 .await?;
             let id = call(bus, AddTask { queue_id, task }).await?;
-            Ok(Some(json!({ "id": id })))
+            Ok(raw(json!({ "id": id })))
         }
         "commit" | "stop" | "result" => {
             let queue_id = queue_id(params)?;
             ctx.permit(None, None, Owned::Queue(&queue_id)).await?;
             match action {
                 "commit" => call(bus, CommitQueue { queue_id }).await.map(|()| None),
-                "stop" => Ok(Some(call(bus, StopQueue { queue_id }).await?)),
+                "stop" => Ok(raw(call(bus, StopQueue { queue_id }).await?)),
                 _ => Ok(Some(call(bus, QueueResult { queue_id }).await?)),
             }
         }
@@ -319,7 +324,7 @@ async fn queue(action: &str, params: &Params, ctx: &Ctx<'_>) -> Result<Option<Va
                 Err(e) => Err(e),
             };
             match committed {
-                Ok(task_id) => Ok(Some(json!({ "id": queue_id, "task_id": task_id }))),
+                Ok(task_id) => Ok(raw(json!({ "id": queue_id, "task_id": task_id }))),
                 Err(e) => {
                     // Never leave an orphan pending queue behind.
                     let _ = call(bus, StopQueue { queue_id: qid }).await;

@@ -542,7 +542,9 @@ mod supervisor_mode {
         bus.serve(|_: CreateQueue| async move { Ok(Id::parse("CCCCCCCCCCCCCCCC").unwrap()) });
         bus.serve(|m: AppInfo| async move { Ok(json!({"app": m.app})) });
         bus.serve(|m: AgentList| async move { Ok(vec![format!("bound-to-{}", m.app)]) });
-        bus.serve(|_: elves_rpc::queue::QueueResult| async move { Ok(json!({})) });
+        bus.serve(
+            |_: elves_rpc::queue::QueueResult| async move { Ok(elves_types::raw(&json!({}))) },
+        );
         bus.serve(|m: SyncJob| async move {
             Ok(RtResult {
                 id: Id::parse("00000000000000AA").unwrap(),

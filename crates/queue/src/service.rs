@@ -42,10 +42,11 @@ use elves_rpc::scheduler::{AsyncJob, CancelRun};
 use elves_store::{QueueRow, Store, TaskRow};
 use elves_types::{ApiError, Clock, ErrorCode, Id, SystemClock};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
 use crate::machine::{
-    Effect, Queue, QueueStatus, Task, TaskResult, TaskStatus, result_json, statuses_json,
+    Effect, Queue, QueueStatus, Task, TaskResult, TaskStatus, result_text, statuses_json,
 };
 
 /// How often a transition is retried when another writer saved the queue first.
@@ -555,7 +556,10 @@ impl Inner {
         Ok(reply)
     }
 
-    async fn result(&self, m: QueueResult) -> Result<Value, ApiError> {
+    async fn result(&self, m: QueueResult) -> Result<Box<RawValue>, ApiError> {
+        let text = |q: &Queue| {
+            result_text(q).map_err(|e| ApiError::internal(format!("queue result: {e}")))
+        };
         let qid = parse_id(&m.queue_id).ok_or(ErrorCode::QueueNotFound)?;
         let slot = self.slot_of(qid);
         let guard = slot.lock().await;
@@ -568,14 +572,14 @@ impl Inner {
                 .await
                 .map_err(store_err)?
             {
-                Some(v) if v == l.row.version => return Ok(result_json(&l.queue)),
+                Some(v) if v == l.row.version => return text(&l.queue),
                 None => return Err(ErrorCode::QueueNotFound.into()),
                 Some(_) => {}
             }
         }
         drop(guard);
         let loaded = self.load(qid).await?.ok_or(ErrorCode::QueueNotFound)?;
-        Ok(result_json(&loaded.queue))
+        text(&loaded.queue)
     }
 
     async fn owner(&self, m: QueueOwner) -> Result<Option<String>, ApiError> {

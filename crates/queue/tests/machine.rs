@@ -22,7 +22,7 @@
 //! Run ids are drawn as r1, r2, … in dispatch order.
 
 use elves_queue::machine::{
-    Effect, Queue, QueueStatus, TaskResult, TaskStatus, result_json, statuses_json,
+    Effect, Queue, QueueStatus, TaskResult, TaskStatus, result_json, result_text, statuses_json,
 };
 use elves_types::{ErrorCode, Id};
 use serde_json::json;
@@ -876,6 +876,17 @@ fn statuses_are_spelled_as_v2_clients_parse_them() {
     }
 }
 
+/// The result both as a value and as the text the center sends: the text is written
+/// straight from the queue and must be exactly the expected value serialized (keys sorted).
+#[track_caller]
+fn assert_result(queue: &Queue, expected: serde_json::Value) {
+    assert_eq!(result_json(queue), expected);
+    assert_eq!(
+        result_text(queue).unwrap().get(),
+        serde_json::to_string(&expected).unwrap()
+    );
+}
+
 /// `queue/result`: unknown fields are `""`, worker_flag / worker_costtime numbers once known.
 #[test]
 fn result_json_reports_every_task() {
@@ -896,14 +907,14 @@ fn result_json_reports_every_task() {
                "id": task.to_string(), "worker_flag": "", "worker_message": "",
                "worker_costtime": ""})
     };
-    assert_eq!(
-        result_json(&queue),
+    assert_result(
+        &queue,
         json!({
             t1.to_string(): pending(t1, ""),
             t2.to_string(): pending(t2, t1.as_str()),
             t3.to_string(): pending(t3, ""),
             t4.to_string(): pending(t4, t3.as_str()),
-        })
+        }),
     );
 
     assert_eq!(
@@ -943,8 +954,8 @@ fn result_json_reports_every_task() {
     );
     queue.on_cancel_result(r3, false);
 
-    assert_eq!(
-        result_json(&queue),
+    assert_result(
+        &queue,
         json!({
             t1.to_string(): {"status": "finish", "depend_task_id": "", "flag": "true",
                 "error": "", "id": t1.to_string(), "worker_flag": 1,
@@ -959,7 +970,7 @@ fn result_json_reports_every_task() {
                 "flag": "", "error": format!("dependency {t3} did not succeed"),
                 "id": t4.to_string(), "worker_flag": "", "worker_message": "",
                 "worker_costtime": ""},
-        })
+        }),
     );
     assert_eq!(
         statuses_json(&queue),

@@ -115,11 +115,13 @@ impl World {
     }
 
     async fn result(&self, q: &str) -> Value {
-        self.bus
+        let raw = self
+            .bus
             .call(QueueResult { queue_id: q.into() }, WAIT)
             .await
             .unwrap()
-            .unwrap()
+            .unwrap();
+        serde_json::from_str(raw.get()).expect("the result is JSON")
     }
 
     async fn result_when(&self, q: &str, done: impl Fn(&Value) -> bool) -> Value {

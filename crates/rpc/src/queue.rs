@@ -81,7 +81,8 @@ pub struct QueueResult {
 impl Message for QueueResult {
     const MODULE: &'static str = crate::module::QUEUE;
     const ACTION: &'static str = "queueResult";
-    type Response = Result<Value, ApiError>;
+    /// The JSON text of the answer (built as text: it may hold thousands of tasks).
+    type Response = Result<Box<serde_json::value::RawValue>, ApiError>;
 }
 
 /// Who owns a queue (for the permission check of api-v2 §4): its app.

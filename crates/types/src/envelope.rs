@@ -1,21 +1,35 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::ApiError;
 
 /// The v2 response body: `{"flag":"true"|"false","error":"","result":…}` (api-v2 §1).
 ///
-/// `flag` is a string on the wire; `result` is omitted when there is none.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// `flag` is a string on the wire; `result` is omitted when there is none. The result is
+/// kept as JSON text, so a large one built as text (`queue/result`) is written out as it is.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Envelope {
     pub flag: String,
     pub error: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<Value>,
+    pub result: Option<Box<RawValue>>,
+}
+
+/// The JSON text of a value.
+pub fn raw(v: &Value) -> Box<RawValue> {
+    // A Value always serializes; the fallback is never used.
+    serde_json::value::to_raw_value(v)
+        .unwrap_or_else(|_| RawValue::from_string("null".to_owned()).expect("valid JSON"))
 }
 
 impl Envelope {
     pub fn ok(result: Option<Value>) -> Envelope {
+        Envelope::ok_raw(result.as_ref().map(raw))
+    }
+
+    /// A success whose result is already JSON text.
+    pub fn ok_raw(result: Option<Box<RawValue>>) -> Envelope {
         Envelope {
             flag: "true".into(),
             error: String::new(),
@@ -46,6 +60,15 @@ impl From<Result<Option<Value>, ApiError>> for Envelope {
     fn from(r: Result<Option<Value>, ApiError>) -> Envelope {
         match r {
             Ok(v) => Envelope::ok(v),
+            Err(e) => Envelope::err(&e),
+        }
+    }
+}
+
+impl From<Result<Option<Box<RawValue>>, ApiError>> for Envelope {
+    fn from(r: Result<Option<Box<RawValue>>, ApiError>) -> Envelope {
+        match r {
+            Ok(v) => Envelope::ok_raw(v),
             Err(e) => Envelope::err(&e),
         }
     }

@@ -15,6 +15,6 @@ mod id;
 pub mod validate;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use envelope::Envelope;
+pub use envelope::{Envelope, raw};
 pub use error::{ApiError, ErrorCode};
 pub use id::Id;
