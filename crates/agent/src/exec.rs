@@ -784,11 +784,21 @@ impl Executor {
 }
 
 /// A worker allowed to start: its command (without stdout and stderr) and its slot under the
-/// worker caps, held until this is dropped.
+/// worker caps, held until this is dropped (or until the permit [taken](Admitted::take_permit)
+/// out of it is).
 pub struct Admitted {
     cmd: Command,
     program: PathBuf,
     _permit: Option<crate::limits::Permit>,
+}
+
+impl Admitted {
+    /// Takes the slot under the worker caps out, for a caller that holds it longer than the
+    /// worker runs (an asynchronous run keeps it until its result is spooled and its journal
+    /// slot freed, so the journal holds at most one record per worker slot).
+    pub fn take_permit(&mut self) -> Option<crate::limits::Permit> {
+        self._permit.take()
+    }
 }
 
 /// How often the output cap of a worker writing to files is checked.

@@ -596,9 +596,15 @@ impl Agent {
         // The run waits for its worker slot unrecorded: an agent killed meanwhile never
         // started it, so the center's redelivery runs it (and the journal holds at most one
         // record per worker slot, whose files are reused).
+        // The worker slot is held until the run leaves the journal (after `settle`), not
+        // only while the worker runs: runs that ended but wait for the spool would otherwise
+        // let new workers start and take ever more journal slots (each new slot costs three
+        // file creations) while the agent is behind.
+        let mut permit = None;
         let outcome = match self.exec.admit(&job, installed, &token).await {
             Err(o) => o,
-            Ok(admitted) => {
+            Ok(mut admitted) => {
+                permit = admitted.take_permit();
                 rec.began_unix_ms = crate::runs::unix_ms();
                 match (self.journal.begin(&mut rec), self.journal.files(&rec)) {
                     (Ok(()), Some(files)) => {
@@ -625,6 +631,7 @@ impl Agent {
         // Dashboard record, and a mode "P" run's delivery to the app's processor.
         self.hooks.finished(&job, &rec.ip, &outcome);
         let msg = self.settle(&rec, outcome).await;
+        drop(permit);
         self.send_now(&run_id, msg, Some(&tx)).await;
     }
 }

@@ -69,6 +69,31 @@ async fn the_agent_cap_queues_then_refuses() {
     assert!(second.costtime_ms < 800, "{second:?}");
 }
 
+/// An asynchronous run keeps its worker slot until its result is spooled and its journal
+/// slot freed: the permit taken out of an admission holds the slot after the admission (and
+/// its worker) is gone, and only dropping the permit frees it.
+#[tokio::test]
+async fn a_permit_taken_out_holds_the_slot_until_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec =
+        Executor::new(app(dir.path())).with_limiter(Arc::new(Limiter::new(1, 0, BTreeMap::new())));
+    let token = CancellationToken::new();
+    let quick = job("quick");
+    let admit = || exec.admit(&quick, true, &token);
+
+    let mut first = admit().await.ok().expect("the first run is admitted");
+    let permit = first.take_permit();
+    assert!(permit.is_some(), "a capped admission carries a permit");
+    drop(first);
+    let refused = admit().await.err().expect("the slot is still held");
+    assert!(
+        refused.message.contains("too many workers waiting"),
+        "{refused:?}"
+    );
+    drop(permit);
+    assert!(admit().await.is_ok(), "the slot is free again");
+}
+
 #[tokio::test]
 async fn workers_run_as_the_configured_user_when_the_agent_is_root() {
     if !nix::unistd::geteuid().is_root() {
