@@ -65,6 +65,7 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
             cfg.data_dir.display()
         )
     })?;
+    journal.prepare(cfg.limits.max_workers);
     let agent =
         Arc::new(link::Agent::new(cfg, exec, apps, spool, journal).with_hooks(local.hooks.clone()));
     agent.run(cancel).await;

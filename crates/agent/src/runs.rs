@@ -339,6 +339,34 @@ impl Journal {
         })
     }
 
+    /// Creates the files of the first `count` slots (at most [`HELD_SLOTS`]) now, as free
+    /// slots, so that the first burst of runs after the agent starts does not pay for creating
+    /// them (a file creation costs far more than rewriting one, see [`Journal`]). Called at
+    /// start with the worker cap, which bounds the slots in use. The files are not kept open
+    /// until used: every open descriptor of the agent is copied into, then closed by, each
+    /// worker it spawns. Slots whose files cannot be made are made on first use.
+    pub fn prepare(&self, count: usize) {
+        let count = u32::try_from(count).unwrap_or(u32::MAX).min(HELD_SLOTS);
+        let mut slots = self.slots();
+        while slots.next < count {
+            let n = slots.next;
+            let made = ["json", "out", "err"].iter().try_for_each(|ext| {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(self.dir.join(slot_name(n, ext)))
+                    .map(drop)
+            });
+            if let Err(e) = made {
+                tracing::warn!(slot = n, error = %e, "cannot prepare a journal slot");
+                break;
+            }
+            slots.free.insert(n);
+            slots.next = n + 1;
+        }
+    }
+
     /// Records the worker's pid and start time.
     pub fn started(&self, r: &mut Record, pid: i32) -> std::io::Result<()> {
         r.pid = Some(pid);
@@ -616,6 +644,43 @@ mod tests {
             reopened.finish(done);
         }
         assert!(reopened.all().is_empty());
+    }
+
+    /// Prepared slots exist on disk as free slots (empty), are taken lowest first, do not
+    /// disturb a slot that holds a run, and read as free after a restart.
+    #[test]
+    fn prepared_slots_are_free_and_taken_lowest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path().join("runs");
+        let j = Journal::open(&runs).unwrap();
+        let mut busy = record("00000000000000B1");
+        j.begin(&mut busy).unwrap();
+        assert_eq!(busy.slot, Some(0));
+        j.prepare(3);
+        for n in 0..3 {
+            for ext in ["json", "out", "err"] {
+                assert!(runs.join(slot_name(n, ext)).exists(), "slot {n} {ext}");
+            }
+        }
+        assert!(!runs.join(slot_name(3, "json")).exists());
+        assert_eq!(j.all(), vec![busy.clone()], "the busy slot keeps its run");
+        let mut next = record("00000000000000B2");
+        j.begin(&mut next).unwrap();
+        assert_eq!(next.slot, Some(1));
+
+        let reopened = Journal::open(&runs).unwrap();
+        let mut third = record("00000000000000B3");
+        reopened.begin(&mut third).unwrap();
+        assert_eq!(
+            third.slot,
+            Some(2),
+            "0 and 1 hold runs, 2 is a prepared free slot"
+        );
+        // More than the held slots: only the held ones are made.
+        let other = Journal::open(&dir.path().join("many")).unwrap();
+        other.prepare(10_000);
+        let files = std::fs::read_dir(dir.path().join("many")).unwrap().count();
+        assert_eq!(files, 3 * HELD_SLOTS as usize);
     }
 
     /// Two runs one after the other in the same held slot: each outcome and stderr tail is
