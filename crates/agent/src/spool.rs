@@ -44,6 +44,15 @@ pub const BATCH_BYTES: usize = 1024 * 1024;
 pub const SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
 /// How many results may wait for the writer.
 const WAITING: usize = 4096;
+/// Under a steady stream of results (the previous batch was written less than [`STEADY`]
+/// ago), a batch of fewer than [`SMALL_BATCH`] results waits this long once for more before
+/// it is written: one sync then covers several results instead of one each. A result that
+/// comes alone after a quiet spell is written at once.
+const LINGER: std::time::Duration = std::time::Duration::from_micros(500);
+/// See [`LINGER`].
+const STEADY: std::time::Duration = std::time::Duration::from_millis(5);
+/// See [`LINGER`].
+const SMALL_BATCH: usize = 8;
 
 /// A spooled result: what the agent sends up the link.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -396,17 +405,25 @@ struct Segment {
 /// The writer thread: one batch after the other until every [`Spool`] handle is gone.
 fn write_batches(shared: &Shared, mut rx: mpsc::Receiver<Pending>) {
     let mut segment: Option<Segment> = None;
+    let mut last_write: Option<std::time::Instant> = None;
     while let Some(first) = rx.blocking_recv() {
         let mut bytes = first.result.result.len() + first.result.param.len();
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH && bytes < BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(p) => {
-                    bytes += p.result.result.len() + p.result.param.len();
-                    batch.push(p);
+        let mut drain = |batch: &mut Vec<Pending>| {
+            while batch.len() < MAX_BATCH && bytes < BATCH_BYTES {
+                match rx.try_recv() {
+                    Ok(p) => {
+                        bytes += p.result.result.len() + p.result.param.len();
+                        batch.push(p);
+                    }
+                    Err(_) => break,
                 }
-                Err(_) => break,
             }
+        };
+        drain(&mut batch);
+        if batch.len() < SMALL_BATCH && last_write.is_some_and(|t| t.elapsed() < STEADY) {
+            std::thread::sleep(LINGER);
+            drain(&mut batch);
         }
         if segment
             .as_ref()
@@ -416,6 +433,7 @@ fn write_batches(shared: &Shared, mut rx: mpsc::Receiver<Pending>) {
         }
         let results: Vec<&Spooled> = batch.iter().map(|p| &p.result).collect();
         let written = append(shared, &mut segment, &results);
+        last_write = Some(std::time::Instant::now());
         match (&written, &segment) {
             (Ok(()), Some(s)) => {
                 // A result spooled again replaces its older copy; a file left with nothing
