@@ -811,10 +811,12 @@ pub struct RunFiles {
     pub out: PathBuf,
     pub err: PathBuf,
     held: Option<std::sync::Arc<HeldFiles>>,
+    /// Where this run's stdout and stderr start in held files (0 for files by path).
+    from: (u64, u64),
 }
 
-/// A journal slot's stdout and stderr files, kept open for appending by the agent and empty
-/// whenever no run uses them. A worker gets duplicates of these descriptors, so its output
+/// A journal slot's stdout and stderr files, kept open for appending by the agent; each run's
+/// output starts where the previous one's ended ([`HeldFiles::place`]). A worker gets duplicates of these descriptors, so its output
 /// lands at the end of a file the agent never opens, truncates-and-closes or creates again
 /// (ext4 flushes a file truncated to 0 when its last descriptor closes; here that happens
 /// only when the agent stops).
@@ -840,16 +842,22 @@ impl HeldFiles {
         })
     }
 
-    /// Empties both files (no-op for one already empty).
-    pub fn clear(&self) -> std::io::Result<()> {
-        for f in [&self.out, &self.err] {
-            if f.metadata()?.len() > 0 {
-                f.set_len(0)?;
-            }
+    /// Where the next run's stdout and stderr start: the files' ends, after emptying both
+    /// when either is longer than [`REUSE_BYTES`] (a truncation costs a file system
+    /// transaction, so it is not paid on every run).
+    pub fn place(&self) -> std::io::Result<(u64, u64)> {
+        let (out, err) = (self.out.metadata()?.len(), self.err.metadata()?.len());
+        if out <= REUSE_BYTES && err <= REUSE_BYTES {
+            return Ok((out, err));
         }
-        Ok(())
+        self.out.set_len(0)?;
+        self.err.set_len(0)?;
+        Ok((0, 0))
     }
 }
+
+/// How long a held slot's output files may grow, run after run, before they are emptied.
+pub const REUSE_BYTES: u64 = 256 * 1024;
 
 impl RunFiles {
     /// Files named by path, created (emptied) for each worker.
@@ -858,19 +866,26 @@ impl RunFiles {
             out,
             err,
             held: None,
+            from: (0, 0),
         }
     }
 
-    /// Files the caller keeps open and empty between runs.
-    pub fn held(out: PathBuf, err: PathBuf, held: std::sync::Arc<HeldFiles>) -> RunFiles {
+    /// Files the caller keeps open, the run's stdout and stderr starting at `from` in them.
+    pub fn held(
+        out: PathBuf,
+        err: PathBuf,
+        held: std::sync::Arc<HeldFiles>,
+        from: (u64, u64),
+    ) -> RunFiles {
         RunFiles {
             out,
             err,
             held: Some(held),
+            from,
         }
     }
 
-    /// The worker's stdout and stderr, empty.
+    /// The worker's stdout and stderr (appended to, for held files).
     fn for_worker(&self) -> std::io::Result<(std::fs::File, std::fs::File)> {
         match &self.held {
             Some(h) => Ok((h.out.try_clone()?, h.err.try_clone()?)),
@@ -881,33 +896,37 @@ impl RunFiles {
         }
     }
 
-    /// The size of the stdout file, 0 when it cannot be read.
+    /// How much the run wrote to stdout, 0 when it cannot be read.
     pub(crate) fn out_len(&self) -> u64 {
         match &self.held {
-            Some(h) => h.out.metadata().map(|m| m.len()).unwrap_or(0),
+            Some(h) => h
+                .out
+                .metadata()
+                .map(|m| m.len().saturating_sub(self.from.0))
+                .unwrap_or(0),
             None => file_len(&self.out),
         }
     }
 
-    /// The whole stdout file.
+    /// The run's whole stdout.
     fn read_out(&self) -> std::io::Result<Vec<u8>> {
         match &self.held {
-            Some(h) => read_from(&h.out, 0, self.out_len()),
+            Some(h) => read_from(&h.out, self.from.0, self.from.0 + self.out_len()),
             None => std::fs::read(&self.out),
         }
     }
 
     /// The last [`STDERR_TAIL`] bytes of the stderr file (empty when it cannot be read).
     fn err_tail(&self) -> Vec<u8> {
-        let tail = |f: &std::fs::File| {
+        let tail = |f: &std::fs::File, start: u64| {
             let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-            let from = len.saturating_sub(STDERR_TAIL as u64);
+            let from = len.saturating_sub(STDERR_TAIL as u64).max(start);
             read_from(f, from, len).unwrap_or_default()
         };
         match &self.held {
-            Some(h) => tail(&h.err),
+            Some(h) => tail(&h.err, self.from.1),
             None => std::fs::File::open(&self.err)
-                .map(|f| tail(&f))
+                .map(|f| tail(&f, 0))
                 .unwrap_or_default(),
         }
     }

@@ -592,6 +592,8 @@ impl Agent {
             start_ticks: None,
             slot: None,
             request_id,
+            out_from: 0,
+            err_from: 0,
         };
         // The run waits for its worker slot unrecorded: an agent killed meanwhile never
         // started it, so the center's redelivery runs it (and the journal holds at most one

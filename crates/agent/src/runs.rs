@@ -82,6 +82,24 @@ pub struct Record {
     /// The id of the API request that started the run (empty if none), for its result.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub request_id: String,
+    /// Where the run's output starts in its slot's stdout and stderr files: a held slot's
+    /// files are appended to run after run and emptied only once they pass
+    /// [`crate::exec::REUSE_BYTES`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub out_from: u64,
+    /// See `out_from`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub err_from: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Whether a slot's record file content marks a free slot: empty or only blanks (a finished
+/// run's record is overwritten with blanks, which needs no truncation).
+fn is_free(record: &[u8]) -> bool {
+    record.iter().all(u8::is_ascii_whitespace)
 }
 
 /// Unix ms now.
@@ -122,6 +140,13 @@ pub const KEPT_SLOTS: u32 = 1024;
 /// How many slots keep their three files open between runs (the lowest numbers: slots are
 /// taken lowest first, and the worker cap bounds how many are in use at once).
 pub const HELD_SLOTS: u32 = 128;
+
+/// Overwrites a whole file with blanks, in one write.
+fn blank(f: &File) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let len = usize::try_from(f.metadata()?.len()).map_err(std::io::Error::other)?;
+    f.write_all_at(&vec![b' '; len], 0)
+}
 
 /// The files of slot `n`: record, stdout, stderr.
 fn slot_name(n: u32, ext: &str) -> String {
@@ -187,7 +212,7 @@ impl Journal {
                 continue;
             };
             next = next.max(n.saturating_add(1));
-            if e.metadata().is_ok_and(|m| m.len() == 0) {
+            if std::fs::read(e.path()).is_ok_and(|b| is_free(&b)) {
                 free.insert(n);
             }
         }
@@ -270,7 +295,7 @@ impl Journal {
                     self.dir.join(slot_name(n, "err")),
                 );
                 match self.held(n) {
-                    Some(h) => RunFiles::held(out, err, h.io.clone()),
+                    Some(h) => RunFiles::held(out, err, h.io.clone(), (r.out_from, r.err_from)),
                     None => RunFiles::at(out, err),
                 }
             }
@@ -328,11 +353,18 @@ impl Journal {
         };
         r.slot = Some(n);
         // An agent that died while freeing the slot may have left output behind.
-        let cleared = match self.held(n) {
-            Some(h) => h.io.clear(),
-            None => Ok(()),
+        // Output goes after what the slot's files hold (emptied first once they are long).
+        let placed = match self.held(n) {
+            Some(h) => {
+                h.io.place()
+                    .map(|(out, err)| (r.out_from, r.err_from) = (out, err))
+            }
+            None => {
+                (r.out_from, r.err_from) = (0, 0);
+                Ok(())
+            }
         };
-        cleared.and_then(|()| self.write(r)).inspect_err(|_| {
+        placed.and_then(|()| self.write(r)).inspect_err(|_| {
             // Not recorded: the slot is someone else's to take.
             r.slot = None;
             self.release(n);
@@ -386,14 +418,11 @@ impl Journal {
         };
         match (r.slot, r.slot.and_then(|n| self.held(n))) {
             (Some(n), Some(h)) => {
-                // The record first: once it is empty the slot is free, whatever its output
-                // files still hold.
-                if let Err(e) = h.record.set_len(0) {
+                // Blanks over the record free the slot (no truncation: see `is_free`); its
+                // output files stay, the next run's output goes after it.
+                if let Err(e) = blank(&h.record) {
                     tracing::warn!(slot = n, error = %e, "cannot free a journal slot");
                     return;
-                }
-                if let Err(e) = h.io.clear() {
-                    tracing::warn!(slot = n, error = %e, "cannot empty a journal slot's output");
                 }
                 self.release(n);
             }
@@ -443,7 +472,7 @@ impl Journal {
             }
             let slot = p.file_name().and_then(|n| n.to_str()).and_then(slot_of);
             let bytes = match std::fs::read(&p) {
-                Ok(b) if b.is_empty() && slot.is_some() => continue, // a free slot
+                Ok(b) if is_free(&b) && slot.is_some() => continue, // a free slot
                 Ok(b) => b,
                 Err(_) => Vec::new(),
             };
@@ -605,6 +634,8 @@ mod tests {
             pid: None,
             start_ticks: None,
             slot: None,
+            out_from: 0,
+            err_from: 0,
         }
     }
 
@@ -630,13 +661,25 @@ mod tests {
         assert_eq!(found, vec![r.clone(), other.clone()]);
         again.finish(&r);
         assert_eq!(again.all(), vec![other.clone()]);
-        assert_eq!(std::fs::read(j.files(&r).unwrap().out).unwrap(), b"");
+        assert!(is_free(
+            &std::fs::read(runs.join(slot_name(0, "json"))).unwrap()
+        ));
         // The freed slot is taken again, its files rewritten in place; a restart sees the
         // same free slots.
         let reopened = Journal::open(&runs).unwrap();
         let mut third = record("00000000000000A3");
         reopened.begin(&mut third).unwrap();
         assert_eq!(third.slot, Some(0));
+        assert_eq!(
+            (third.out_from, third.err_from),
+            (1, 0),
+            "the next run's output starts after the earlier run's"
+        );
+        assert_eq!(
+            reopened.all().iter().find(|x| x.run_id == third.run_id),
+            Some(&third),
+            "the offsets are recorded"
+        );
         let mut fourth = record("00000000000000A4");
         reopened.begin(&mut fourth).unwrap();
         assert_eq!(fourth.slot, Some(2));
@@ -683,9 +726,9 @@ mod tests {
         assert_eq!(files, 3 * HELD_SLOTS as usize);
     }
 
-    /// Two runs one after the other in the same held slot: each outcome and stderr tail is
-    /// its own worker's (the shorter second answer shows no byte of the first), and a
-    /// finished slot's files are empty on disk.
+    /// Runs one after the other in the same held slot: each outcome and stderr tail is its
+    /// own worker's (the shorter second answer shows no byte of the first, a failure's
+    /// stderr tail none of an earlier run's), and a finished slot's record is free.
     #[tokio::test]
     async fn a_held_slot_gives_each_run_only_its_own_output() {
         use std::os::unix::fs::PermissionsExt;
@@ -741,22 +784,68 @@ mod tests {
                 .await;
             assert_eq!(o.flag, flag, "{func}: {o:?}");
             assert!(o.message.contains(said), "{func}: {o:?}");
+            assert!(!o.message.contains("warn short"), "{func}: {o:?}");
             if flag == 1 {
                 assert_eq!(o.message, said, "{func}: nothing of an earlier run");
             }
             let answer =
                 format!("<ElvesWFlag>true</ElvesWFlag><ElvesWResult>{func}</ElvesWResult>");
+            let written = std::fs::read(&files.out).unwrap();
+            let from = usize::try_from(r.out_from).unwrap();
             assert_eq!(
-                String::from_utf8_lossy(&std::fs::read(&files.out).unwrap()),
+                String::from_utf8_lossy(&written[from..]),
                 answer,
-                "{func}: the output file holds this run's answer from its first byte"
+                "{func}: the output file holds this run's answer from the run's offset"
             );
             j.finish(&r);
-            for p in [&files.out, &files.err] {
-                assert_eq!(std::fs::read(p).unwrap(), b"", "{func}: {}", p.display());
-            }
+            let record = std::fs::read(j.dir.join(slot_name(0, "json"))).unwrap();
+            assert!(is_free(&record), "{func}: the slot is free");
         }
         assert!(j.all().is_empty());
+    }
+
+    /// A held slot's output files are emptied (and the next run starts at 0) only once
+    /// either has grown past `REUSE_BYTES`.
+    #[test]
+    fn held_output_is_emptied_once_it_grows_long() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("runs")).unwrap();
+        let append = |r: &Record, stream: &str, n: usize| {
+            let files = j.files(r).unwrap();
+            let path = if stream == "out" {
+                files.out
+            } else {
+                files.err
+            };
+            let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+            f.write_all(&vec![b'x'; n]).unwrap();
+        };
+        let limit = usize::try_from(exec::REUSE_BYTES).unwrap();
+        // (bytes the earlier run wrote to stdout, to stderr) → the next run's offsets.
+        let cases = [
+            ((10, 3), (10, 3)),
+            ((limit - 10, 0), (limit, 3)),
+            ((1, 0), (0, 0)),
+            ((0, limit + 1), (0, 0)),
+        ];
+        let mut at = (0, 0);
+        for (i, ((out, err), want)) in cases.into_iter().enumerate() {
+            let mut r = record(&format!("00000000000000E{i}"));
+            j.begin(&mut r).unwrap();
+            assert_eq!((r.out_from, r.err_from), at, "case {i}");
+            append(&r, "out", out);
+            append(&r, "err", err);
+            j.finish(&r);
+            let mut next = record("00000000000000EF");
+            j.begin(&mut next).unwrap();
+            let want = (want.0 as u64, want.1 as u64);
+            assert_eq!((next.out_from, next.err_from), want, "case {i}");
+            let files = j.files(&next).unwrap();
+            assert_eq!(files.out_len(), 0, "case {i}: nothing of earlier runs");
+            j.finish(&next);
+            at = want;
+        }
     }
 
     #[test]

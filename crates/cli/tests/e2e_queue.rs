@@ -533,17 +533,27 @@ fn agent_killed_mid_task_adopts_its_worker(c: &mut Cluster) {
         .0
         .push(Proc::start("agent-a-1", "agent", &config, &home));
     c.wait_agent(IP_A);
+    // The slow task first, alone: the waiting one comes in a second queue once the slow one
+    // holds the only worker slot (two roots of one queue reach the agent in either order).
     let q = create(c);
     let s = add(c, &q, IP_A, "slow_s7", "");
-    let w = add(c, &q, IP_A, "ok_w7", "");
     let d = add(c, &q, IP_B, "ok_s7", &s);
     commit(c, &q);
     poll("the slow task to start", READY_LIMIT, || {
         runs(c).iter().any(|l| l == "start slow_s7").then_some(())
     });
+    let qw = create(c);
+    let w = add(c, &qw, IP_A, "ok_w7", "");
+    commit(c, &qw);
+    poll("the second task to be sent", READY_LIMIT, || {
+        (result(c, &qw)[&w]["status"] == "running").then_some(())
+    });
+    // Time for it to reach the agent and wait there.
+    std::thread::sleep(Duration::from_millis(300));
     assert!(
         !runs(c).iter().any(|l| l == "start ok_w7"),
-        "the second task waits for the only worker slot"
+        "the second task waits for the only worker slot: {:?}",
+        runs(c)
     );
     c.procs.get_mut("agent-a-1").kill9();
     c.procs
@@ -559,14 +569,19 @@ fn agent_killed_mid_task_adopts_its_worker(c: &mut Cluster) {
                 finished("", "true", "", 1, &format!("slow slow_s7 on {IP_A}")),
             ),
             (
-                &w,
-                finished("", "true", "", 1, &format!("ok ok_w7 on {IP_A}")),
-            ),
-            (
                 &d,
                 finished(&s, "true", "", 1, &format!("ok ok_s7 on {IP_B}")),
             ),
         ],
+    );
+    let rw = terminal(c, &qw);
+    check_tasks(
+        "the waiting task after the agent's restart",
+        &rw,
+        &[(
+            &w,
+            finished("", "true", "", 1, &format!("ok ok_w7 on {IP_A}")),
+        )],
     );
     let log = runs(c);
     for task in ["slow_s7", "ok_w7", "ok_s7"] {
@@ -587,13 +602,14 @@ fn agent_killed_mid_task_adopts_its_worker(c: &mut Cluster) {
         "worker of a previous agent adopted",
     );
     assert_eq!(adopted.len(), 1, "the new agent adopted the running worker");
-    // The adopted run left nothing behind on the agent once acknowledged (its journal slot's
-    // files stay, emptied, for the next run).
+    // The adopted run left no record behind on the agent once acknowledged (its journal
+    // slot's files stay for the next run, the record blanked: a free slot).
     poll("the run journal to empty", READY_LIMIT, || {
         let left = fs::read_dir(home.join("data").join("runs"))
             .ok()?
             .filter_map(Result::ok)
-            .filter(|e| e.metadata().is_ok_and(|m| m.len() > 0))
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .filter(|e| fs::read(e.path()).is_ok_and(|b| !b.iter().all(u8::is_ascii_whitespace)))
             .count();
         (left == 0).then_some(())
     });
