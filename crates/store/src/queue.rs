@@ -76,6 +76,10 @@ macro_rules! queue_columns {
         "id, app, owner, status, version, created_at_ms, committed_at_ms, finished_at_ms"
     };
 }
+/// Task rows per statement when a queue is saved (20 bound values each, well under SQLite's
+/// limit of 32,766 per statement).
+const SAVE_CHUNK: usize = 500;
+
 macro_rules! task_columns {
     () => {
         "id, queue_id, seq, ip, mode, func, param, timeout, proxy, depend_on, status, run_id, \
@@ -247,12 +251,38 @@ impl Store {
                 None => Err(Error::not_found(&format!("queue {} not found", q.id))),
             };
         }
-        for t in tasks {
-            let done = sqlx::query(concat!(
+        // Many rows per statement: one round trip to the database thread per chunk, not per
+        // task (a result batch or a commit touches many tasks at once).
+        for chunk in tasks.chunks(SAVE_CHUNK) {
+            let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(concat!(
                 "INSERT INTO queue_tasks (",
                 task_columns!(),
-                ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (id) DO UPDATE SET
+                ") "
+            ));
+            qb.push_values(chunk, |mut b, t| {
+                b.push_bind(&t.id)
+                    .push_bind(&t.queue_id)
+                    .push_bind(t.seq)
+                    .push_bind(&t.ip)
+                    .push_bind(&t.mode)
+                    .push_bind(&t.func)
+                    .push_bind(&t.param)
+                    .push_bind(t.timeout)
+                    .push_bind(&t.proxy)
+                    .push_bind(&t.depend_on)
+                    .push_bind(&t.status)
+                    .push_bind(&t.run_id)
+                    .push_bind(&t.error)
+                    .push_bind(t.result_flag)
+                    .push_bind(&t.result_error)
+                    .push_bind(t.worker_flag)
+                    .push_bind(&t.worker_message)
+                    .push_bind(t.worker_costtime)
+                    .push_bind(t.created_at_ms)
+                    .push_bind(t.finished_at_ms);
+            });
+            qb.push(
+                " ON CONFLICT (id) DO UPDATE SET
                      seq = excluded.seq,
                      ip = excluded.ip,
                      mode = excluded.mode,
@@ -271,44 +301,54 @@ impl Store {
                      worker_costtime = excluded.worker_costtime,
                      created_at_ms = excluded.created_at_ms,
                      finished_at_ms = excluded.finished_at_ms
-                 WHERE queue_tasks.queue_id = excluded.queue_id"
-            ))
-            .bind(&t.id)
-            .bind(&t.queue_id)
-            .bind(t.seq)
-            .bind(&t.ip)
-            .bind(&t.mode)
-            .bind(&t.func)
-            .bind(&t.param)
-            .bind(t.timeout)
-            .bind(&t.proxy)
-            .bind(&t.depend_on)
-            .bind(&t.status)
-            .bind(&t.run_id)
-            .bind(&t.error)
-            .bind(t.result_flag)
-            .bind(&t.result_error)
-            .bind(t.worker_flag)
-            .bind(&t.worker_message)
-            .bind(t.worker_costtime)
-            .bind(t.created_at_ms)
-            .bind(t.finished_at_ms)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| {
-                if is_run_id_taken(&e) {
-                    Error::conflict(&format!(
-                        "run id {} is already another task's",
-                        t.run_id.as_deref().unwrap_or_default()
-                    ))
-                } else {
-                    Error::db("cannot save a queue's task", e)
+                 WHERE queue_tasks.queue_id = excluded.queue_id",
+            );
+            let done = match qb.build().execute(&mut *tx).await {
+                Ok(done) => done,
+                Err(e) if is_run_id_taken(&e) => {
+                    // Name the run id (SQLite keeps the transaction usable after a failed
+                    // statement; it is rolled back when dropped).
+                    let mut taken = String::new();
+                    for t in chunk {
+                        let Some(run) = t.run_id.as_deref() else {
+                            continue;
+                        };
+                        let other: Option<String> = sqlx::query_scalar(
+                            "SELECT id FROM queue_tasks WHERE run_id = ? AND id != ?",
+                        )
+                        .bind(run)
+                        .bind(&t.id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(|e| Error::db("cannot read a queue's task", e))?;
+                        if other.is_some() {
+                            taken = run.to_owned();
+                            break;
+                        }
+                    }
+                    return Err(Error::conflict(&format!(
+                        "run id {taken} is already another task's"
+                    )));
                 }
-            })?;
-            if done.rows_affected() == 0 {
+                Err(e) => return Err(Error::db("cannot save a queue's tasks", e)),
+            };
+            if done.rows_affected() < chunk.len() as u64 {
+                // Some task of the chunk is another queue's (its update was skipped): name it.
+                let mut other = String::new();
+                for t in chunk {
+                    let owner: Option<String> =
+                        sqlx::query_scalar("SELECT queue_id FROM queue_tasks WHERE id = ?")
+                            .bind(&t.id)
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(|e| Error::db("cannot read a queue's task", e))?;
+                    if owner.is_some_and(|o| o != t.queue_id) {
+                        other = t.id.clone();
+                        break;
+                    }
+                }
                 return Err(Error::conflict(&format!(
-                    "task {} belongs to another queue",
-                    t.id
+                    "task {other} belongs to another queue"
                 )));
             }
         }

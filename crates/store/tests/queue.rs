@@ -301,6 +301,41 @@ async fn upsert_updates_existing_tasks_and_inserts_new_ones() {
     assert_eq!(tasks, vec![f0, s1]);
 }
 
+/// A save of more tasks than one statement takes (inserted, then all updated) writes every
+/// one; a task of another queue in a later chunk still refuses the whole save.
+#[tokio::test]
+async fn saves_of_many_tasks_write_every_task() {
+    let (store, _dir, _path) = fresh().await;
+    let mut q = queue("cccccccccccccccc");
+    store.create_queue(&q).await.unwrap();
+    let n = 1_201;
+    let mut tasks: Vec<TaskRow> = (0..n)
+        .map(|i| task(&q.id, &format!("task-{i:04}"), i))
+        .collect();
+    assert!(store.save_queue(&q, &tasks, 0).await.unwrap());
+    for t in &mut tasks {
+        t.status = "finish".to_owned();
+        t.worker_message = format!("done {}", t.id);
+    }
+    q.status = "finish".to_owned();
+    assert!(store.save_queue(&q, &tasks, 1).await.unwrap());
+    let (read, got) = store.queue(&q.id).await.unwrap().unwrap();
+    assert_eq!(read.version, 2);
+    assert_eq!(got, tasks);
+
+    let other = queue("dddddddddddddddd");
+    store.create_queue(&other).await.unwrap();
+    let mut mine: Vec<TaskRow> = (0..n)
+        .map(|i| task(&other.id, &format!("other-{i:04}"), i))
+        .collect();
+    mine.push(task(&other.id, "task-1200", n));
+    assert_conflict(
+        store.save_queue(&other, &mine, 0).await,
+        "task task-1200 belongs to another queue",
+    );
+    assert_eq!(store.queue(&other.id).await.unwrap(), Some((other, vec![])));
+}
+
 #[tokio::test]
 async fn a_task_never_moves_to_another_queue() {
     let (store, _dir, _path) = fresh().await;
