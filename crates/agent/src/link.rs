@@ -627,7 +627,7 @@ impl Agent {
             }
         };
         tracing::info!(
-            %run_id, app = %job.app, func = %job.func, flag = outcome.flag,
+            %run_id, task = %rec.id, app = %job.app, func = %job.func, flag = outcome.flag,
             costtime_ms = outcome.costtime_ms, "job finished"
         );
         // Dashboard record, and a mode "P" run's delivery to the app's processor.

@@ -81,11 +81,15 @@ async fn a_permit_taken_out_holds_the_slot_until_dropped() {
     let quick = job("quick");
     let admit = || exec.admit(&quick, true, &token);
 
-    let mut first = admit().await.ok().expect("the first run is admitted");
+    let Ok(mut first) = admit().await else {
+        panic!("the first run is admitted");
+    };
     let permit = first.take_permit();
     assert!(permit.is_some(), "a capped admission carries a permit");
     drop(first);
-    let refused = admit().await.err().expect("the slot is still held");
+    let Err(refused) = admit().await else {
+        panic!("the slot is still held");
+    };
     assert!(
         refused.message.contains("too many workers waiting"),
         "{refused:?}"

@@ -130,17 +130,20 @@ pub fn utc_rfc3339(unix_secs: i64) -> String {
     )
 }
 
-/// What the agent's executor logs (at debug level) around a worker run.
+/// What the agent logs around a worker run: its executor at debug level, the end of an
+/// asynchronous run at info level (the level an agent runs at by default).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WorkerEvent {
-    /// "starting worker"
+    /// "starting worker" (debug)
     Start,
-    /// "worker finished"
+    /// "worker finished" (debug)
     Finish,
+    /// "job finished" (info): an asynchronous run ended, its result about to be spooled.
+    Done,
 }
 
 /// One line of the agent's JSON log: `(event, task id, UTC time of day in µs)` when it is a
-/// "starting worker" or "worker finished" line, `None` for anything else.
+/// "starting worker", "worker finished" or "job finished" line, `None` for anything else.
 pub fn worker_log_event(line: &str) -> Option<(WorkerEvent, String, i64)> {
     let v: serde_json::Value = serde_json::from_str(line).ok()?;
     let ts = v["timestamp"].as_str().and_then(rfc3339_micros_of_day)?;
@@ -149,6 +152,7 @@ pub fn worker_log_event(line: &str) -> Option<(WorkerEvent, String, i64)> {
     let event = match f["message"].as_str()? {
         "starting worker" => WorkerEvent::Start,
         "worker finished" => WorkerEvent::Finish,
+        "job finished" => WorkerEvent::Done,
         _ => return None,
     };
     Some((event, task.to_owned(), ts))
@@ -271,7 +275,7 @@ pub struct Runs {
 }
 
 /// `expected` = (task id, agent index); `started_on` = for each agent, the task ids of its
-/// "starting worker" lines (other tasks in them are ignored).
+/// runs, one entry per run (other tasks in them are ignored).
 pub fn count_runs(expected: &[(String, usize)], started_on: &[Vec<String>]) -> Runs {
     use std::collections::HashMap;
     let want: HashMap<&str, usize> = expected.iter().map(|(t, a)| (t.as_str(), *a)).collect();
@@ -410,6 +414,11 @@ mod tests {
         assert_eq!(
             worker_log_event(l),
             Some((WorkerEvent::Finish, "T1".into(), 2_000_000))
+        );
+        let l = r#"{"timestamp":"2025-06-01T00:00:03Z","level":"INFO","fields":{"message":"job finished","run_id":"R1","task":"T1","flag":1}}"#;
+        assert_eq!(
+            worker_log_event(l),
+            Some((WorkerEvent::Done, "T1".into(), 3_000_000))
         );
         let other =
             r#"{"timestamp":"2025-06-01T00:00:02Z","fields":{"message":"linked","task":"T1"}}"#;

@@ -10,8 +10,8 @@ use elves_bench::{Runs, Tally, WorkerEvent, count_runs, plan_queues, tally};
 use elves_sign::SignType;
 
 use crate::harness::{
-    AGENT_TRACE_FILTER, APP, Cluster, CommonArgs, FUNC, JOB_TIMEOUT, Machine, RunStart,
-    bare_std_parallel, loadavg, unix_us,
+    APP, Cluster, CommonArgs, FUNC, JOB_TIMEOUT, Machine, RunStart, bare_std_parallel, loadavg,
+    unix_us,
 };
 
 #[derive(Args)]
@@ -112,7 +112,7 @@ struct Variant {
     ids: Vec<(String, usize)>,
     /// Filled from the agents' logs after the run.
     runs: Runs,
-    /// First commit → the last "worker finished" of the variant's tasks in the agents' logs.
+    /// First commit → the last "job finished" of the variant's tasks in the agents' logs.
     last_finish_us: Option<i64>,
 }
 
@@ -272,10 +272,9 @@ pub fn queue_throughput(args: QueueArgs) -> anyhow::Result<()> {
         load_start,
         sign_type,
     } = args.common.begin()?;
-    // The executor's debug lines name every run's task: they are how runs are counted.
-    let (ips, mut cluster) = args
-        .common
-        .cluster(sign_type, args.agents, AGENT_TRACE_FILTER)?;
+    // The agents run at their default level (info): their "job finished" lines name every
+    // run's task and are how runs are counted.
+    let (ips, mut cluster) = args.common.cluster(sign_type, args.agents, "info")?;
     let mut shapes = vec![Shape::Flat];
     if args.chain_depth > 1 {
         shapes.push(Shape::Chains(args.chain_depth as usize));
@@ -349,18 +348,16 @@ pub fn queue_throughput(args: QueueArgs) -> anyhow::Result<()> {
     let (baselines, mut variants) = measured?;
     let load_end = loadavg();
 
-    // Runs per task, from the agents' "starting worker" lines; the last "worker finished".
+    // Runs per task, from the agents' "job finished" lines (info level, one per run: the
+    // agents log at their default level, as in production); the last of them.
     let mut started_on: Vec<Vec<String>> = Vec::new();
     let mut finished_at: std::collections::HashMap<String, i64> = Default::default();
     for log in &logs {
         let mut started = Vec::new();
         for line in log.lines() {
-            match elves_bench::worker_log_event(line) {
-                Some((WorkerEvent::Start, task, _)) => started.push(task),
-                Some((WorkerEvent::Finish, task, ts)) => {
-                    finished_at.insert(task, ts);
-                }
-                None => {}
+            if let Some((WorkerEvent::Done, task, ts)) = elves_bench::worker_log_event(line) {
+                finished_at.insert(task.clone(), ts);
+                started.push(task);
             }
         }
         started_on.push(started);
@@ -470,7 +467,8 @@ fn render(r: &Report) -> anyhow::Result<String> {
         w,
         "- **end to end** = first commit sent → answer of the poll that saw every task settled \
          (so up to one poll interval late); \"last worker finished\" = the agents' own log time \
-         of the last run, a lower bound of the same span"
+         of the last run's `job finished` line, a lower bound of the same span; the agents log \
+         at their default level (info)"
     )?;
     writeln!(
         w,
@@ -540,7 +538,7 @@ fn render(r: &Report) -> anyhow::Result<String> {
     writeln!(
         w,
         "Exactly once: every task must end `finish` with `worker_flag` 1 in `queue/result` and \
-         be started once, on its own agent, per the agents' logs.\n"
+         be run once, on its own agent, per the agents' `job finished` lines.\n"
     )?;
     writeln!(
         w,

@@ -177,7 +177,7 @@ fn agent_trace(log: &Path, rt: &[RtSample]) -> anyhow::Result<Trace> {
         match elves_bench::worker_log_event(line) {
             Some((WorkerEvent::Start, task, ts)) => start.insert(task, ts),
             Some((WorkerEvent::Finish, task, ts)) => end.insert(task, ts),
-            None => None,
+            Some((WorkerEvent::Done, ..)) | None => None,
         };
     }
     let mut t = Trace {
