@@ -141,6 +141,17 @@ pub const KEPT_SLOTS: u32 = 1024;
 /// taken lowest first, and the worker cap bounds how many are in use at once).
 pub const HELD_SLOTS: u32 = 128;
 
+/// Whether the process group `pgid` (a worker's, whose id is the worker's pid) still has
+/// members: processes the worker left behind. A group id is not reused while the group
+/// exists; a false "yes" after reuse only costs new output files.
+fn group_lingers(pgid: i32) -> bool {
+    pgid > 0
+        && matches!(
+            killpg(Pid::from_raw(pgid), None),
+            Ok(()) | Err(Errno::EPERM)
+        )
+}
+
 /// Overwrites a whole file with blanks, in one write.
 fn blank(f: &File) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
@@ -424,6 +435,15 @@ impl Journal {
                     tracing::warn!(slot = n, error = %e, "cannot free a journal slot");
                     return;
                 }
+                if r.pid.is_some_and(group_lingers) {
+                    // Processes the worker left behind may still write to its stdout and
+                    // stderr: the slot's next run gets new files (made on its first use),
+                    // and what is still written to these unlinked ones goes nowhere.
+                    for p in [&files.out, &files.err] {
+                        let _ = std::fs::remove_file(p);
+                    }
+                    self.slots().held.remove(&n);
+                }
                 self.release(n);
             }
             (Some(n), None) if n < KEPT_SLOTS => {
@@ -436,11 +456,18 @@ impl Journal {
                 {
                     let _ = std::fs::remove_file(&record);
                 }
+                // Removed rather than emptied when the worker left processes behind (see
+                // above): the next run creates them anew.
+                let lingering = r.pid.is_some_and(group_lingers);
                 for p in [&files.out, &files.err] {
-                    let _ = std::fs::OpenOptions::new()
-                        .write(true)
-                        .open(p)
-                        .and_then(|f| f.set_len(0));
+                    if lingering {
+                        let _ = std::fs::remove_file(p);
+                    } else {
+                        let _ = std::fs::OpenOptions::new()
+                            .write(true)
+                            .open(p)
+                            .and_then(|f| f.set_len(0));
+                    }
                 }
                 self.release(n);
             }
@@ -802,6 +829,71 @@ mod tests {
             assert!(is_free(&record), "{func}: the slot is free");
         }
         assert!(j.all().is_empty());
+    }
+
+    /// A worker that exits leaving a process behind that still writes to its stdout and
+    /// stderr: the slot's next run, in progress when those late bytes come, sees none of them
+    /// (its files are new), and its answer is whole.
+    #[tokio::test]
+    async fn late_output_of_a_lingering_process_does_not_reach_the_next_run() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let apps = dir.path().join("apps");
+        std::fs::create_dir_all(apps.join("apptest")).unwrap();
+        let worker = apps.join("apptest/app-worker");
+        std::fs::write(
+            &worker,
+            "#!/bin/sh
+             if [ \"$ELVES_FUNC\" = linger ]; then (sleep 0.3; echo LATE; echo LATE >&2) & fi
+             [ \"$ELVES_FUNC\" = slow ] && sleep 0.8
+             printf '<ElvesWFlag>true</ElvesWFlag><ElvesWResult>%s</ElvesWResult>' \"$ELVES_FUNC\"
+",
+        )
+        .unwrap();
+        std::fs::set_permissions(&worker, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let exec = Executor::new(exec::ExecConfig {
+            apps_dir: apps,
+            ..exec::ExecConfig::default()
+        });
+        let j = Journal::open(&dir.path().join("runs")).unwrap();
+        for (i, func) in ["linger", "slow"].into_iter().enumerate() {
+            let mut r = record(&format!("00000000000000F{i}"));
+            r.func = func.into();
+            j.begin(&mut r).unwrap();
+            assert_eq!(r.slot, Some(0), "{func}");
+            let files = j.files(&r).unwrap();
+            let job = exec::Job {
+                id: r.id.clone(),
+                kind: r.kind.clone(),
+                mode: r.mode.clone(),
+                app: r.app.clone(),
+                func: r.func.clone(),
+                param: r.param.clone(),
+                timeout_secs: 5,
+                proxy: String::new(),
+            };
+            let cancel = CancellationToken::new();
+            let admitted = exec.admit(&job, true, &cancel).await.ok().unwrap();
+            let o = exec
+                .run_to_files(&job, admitted, &files, cancel, |pid| {
+                    j.started(&mut r, pid).unwrap()
+                })
+                .await;
+            assert_eq!((o.flag, o.message.as_str()), (1, func), "{func}: {o:?}");
+            let answer =
+                format!("<ElvesWFlag>true</ElvesWFlag><ElvesWResult>{func}</ElvesWResult>");
+            let written = std::fs::read(&files.out).unwrap();
+            let from = usize::try_from(r.out_from).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&written[from..]),
+                answer,
+                "{func}: the run's output holds its own answer alone"
+            );
+            let err = std::fs::read(&files.err).unwrap();
+            let from = usize::try_from(r.err_from).unwrap();
+            assert!(!err[from..].starts_with(b"LATE"), "{func}: {err:?}");
+            j.finish(&r);
+        }
     }
 
     /// A held slot's output files are emptied (and the next run starts at 0) only once
