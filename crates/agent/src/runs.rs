@@ -176,13 +176,15 @@ fn slot_of(name: &str) -> Option<u32> {
 ///
 /// Each run in progress holds a **slot**: `slot-{n}.json` (its record), `slot-{n}.out` and
 /// `slot-{n}.err`. A slot's files are kept and rewritten in place by the next run that takes
-/// the slot (an empty record file is a free slot), because creating a file costs far more than
-/// rewriting one on a file system that has just deleted many (ext4 searches for an inode that
-/// was not freed recently). The first [`HELD_SLOTS`] slots also keep their files **open**:
-/// records are written with one `pwrite`, workers get duplicates of the output descriptors, and
-/// emptying them is one `ftruncate` each, with no `open` or `close` per run (closing a file
-/// truncated to 0 makes ext4 flush it). Records of the older layout (`{RUN}.json`, `.out`,
-/// `.err`) are still read and removed.
+/// the slot (an empty or blank record file is a free slot), because creating a file costs far
+/// more than rewriting one on a file system that has just deleted many (ext4 searches for an
+/// inode that was not freed recently). The first [`HELD_SLOTS`] slots also keep their files
+/// **open**: records are written (and blanked) with one `pwrite`, workers get duplicates of the
+/// `O_APPEND` output descriptors, and each run's output starts where the previous one's ended
+/// (`Record::out_from`), so there is no `open`, `close` or `ftruncate` per run; the output
+/// files are emptied only past [`crate::exec::REUSE_BYTES`], and replaced when a worker left
+/// processes behind. Records of the older layout (`{RUN}.json`, `.out`, `.err`) are still read
+/// and removed.
 #[derive(Clone, Debug)]
 pub struct Journal {
     dir: PathBuf,
@@ -753,28 +755,68 @@ mod tests {
         assert_eq!(files, 3 * HELD_SLOTS as usize);
     }
 
+    /// An executor whose app `apptest` is the shell `script`, under `dir`.
+    fn shell_app(dir: &Path, script: &str) -> Executor {
+        use std::os::unix::fs::PermissionsExt;
+        let apps = dir.join("apps");
+        std::fs::create_dir_all(apps.join("apptest")).unwrap();
+        let worker = apps.join("apptest/app-worker");
+        std::fs::write(&worker, script).unwrap();
+        std::fs::set_permissions(&worker, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Executor::new(exec::ExecConfig {
+            apps_dir: apps,
+            ..exec::ExecConfig::default()
+        })
+    }
+
+    /// Runs `r` (already begun in `j`) to its files, recording its pid; its outcome, and the
+    /// run's own bytes of its stdout and stderr files.
+    async fn run_in_slot(
+        exec: &Executor,
+        j: &Journal,
+        r: &mut Record,
+    ) -> (exec::Outcome, Vec<u8>, Vec<u8>) {
+        let files = j.files(r).unwrap();
+        let job = exec::Job {
+            id: r.id.clone(),
+            kind: r.kind.clone(),
+            mode: r.mode.clone(),
+            app: r.app.clone(),
+            func: r.func.clone(),
+            param: r.param.clone(),
+            timeout_secs: 5,
+            proxy: String::new(),
+        };
+        let cancel = CancellationToken::new();
+        let admitted = exec.admit(&job, true, &cancel).await.ok().unwrap();
+        let o = exec
+            .run_to_files(&job, admitted, &files, cancel, |pid| {
+                j.started(r, pid).unwrap()
+            })
+            .await;
+        let from = |path: &Path, at: u64| {
+            let bytes = std::fs::read(path).unwrap();
+            bytes[usize::try_from(at).unwrap()..].to_vec()
+        };
+        (
+            o,
+            from(&files.out, r.out_from),
+            from(&files.err, r.err_from),
+        )
+    }
+
     /// Runs one after the other in the same held slot: each outcome and stderr tail is its
     /// own worker's (the shorter second answer shows no byte of the first, a failure's
     /// stderr tail none of an earlier run's), and a finished slot's record is free.
     #[tokio::test]
     async fn a_held_slot_gives_each_run_only_its_own_output() {
-        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let apps = dir.path().join("apps");
-        std::fs::create_dir_all(apps.join("apptest")).unwrap();
-        let worker = apps.join("apptest/app-worker");
-        std::fs::write(
-            &worker,
+        let exec = shell_app(
+            dir.path(),
             "#!/bin/sh\necho \"warn $ELVES_FUNC\" >&2\n\
              printf '<ElvesWFlag>true</ElvesWFlag><ElvesWResult>%s</ElvesWResult>' \"$ELVES_FUNC\"\n\
              [ \"$ELVES_FUNC\" = fails ] && exit 3\nexit 0\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&worker, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let exec = Executor::new(exec::ExecConfig {
-            apps_dir: apps,
-            ..exec::ExecConfig::default()
-        });
+        );
         let j = Journal::open(&dir.path().join("runs")).unwrap();
         let cases = [
             (
@@ -791,24 +833,7 @@ mod tests {
             r.func = func.into();
             j.begin(&mut r).unwrap();
             assert_eq!(r.slot, Some(0), "{func}: the freed slot is reused");
-            let files = j.files(&r).unwrap();
-            let job = exec::Job {
-                id: r.id.clone(),
-                kind: r.kind.clone(),
-                mode: r.mode.clone(),
-                app: r.app.clone(),
-                func: r.func.clone(),
-                param: r.param.clone(),
-                timeout_secs: 5,
-                proxy: String::new(),
-            };
-            let cancel = CancellationToken::new();
-            let admitted = exec.admit(&job, true, &cancel).await.ok().unwrap();
-            let o = exec
-                .run_to_files(&job, admitted, &files, cancel, |pid| {
-                    j.started(&mut r, pid).unwrap()
-                })
-                .await;
+            let (o, out, _) = run_in_slot(&exec, &j, &mut r).await;
             assert_eq!(o.flag, flag, "{func}: {o:?}");
             assert!(o.message.contains(said), "{func}: {o:?}");
             assert!(!o.message.contains("warn short"), "{func}: {o:?}");
@@ -817,10 +842,8 @@ mod tests {
             }
             let answer =
                 format!("<ElvesWFlag>true</ElvesWFlag><ElvesWResult>{func}</ElvesWResult>");
-            let written = std::fs::read(&files.out).unwrap();
-            let from = usize::try_from(r.out_from).unwrap();
             assert_eq!(
-                String::from_utf8_lossy(&written[from..]),
+                String::from_utf8_lossy(&out),
                 answer,
                 "{func}: the output file holds this run's answer from the run's offset"
             );
@@ -836,62 +859,30 @@ mod tests {
     /// (its files are new), and its answer is whole.
     #[tokio::test]
     async fn late_output_of_a_lingering_process_does_not_reach_the_next_run() {
-        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let apps = dir.path().join("apps");
-        std::fs::create_dir_all(apps.join("apptest")).unwrap();
-        let worker = apps.join("apptest/app-worker");
-        std::fs::write(
-            &worker,
-            "#!/bin/sh
-             if [ \"$ELVES_FUNC\" = linger ]; then (sleep 0.3; echo LATE; echo LATE >&2) & fi
-             [ \"$ELVES_FUNC\" = slow ] && sleep 0.8
-             printf '<ElvesWFlag>true</ElvesWFlag><ElvesWResult>%s</ElvesWResult>' \"$ELVES_FUNC\"
-",
-        )
-        .unwrap();
-        std::fs::set_permissions(&worker, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let exec = Executor::new(exec::ExecConfig {
-            apps_dir: apps,
-            ..exec::ExecConfig::default()
-        });
+        let exec = shell_app(
+            dir.path(),
+            "#!/bin/sh\n\
+             if [ \"$ELVES_FUNC\" = linger ]; then (sleep 0.3; echo LATE; echo LATE >&2) & fi\n\
+             [ \"$ELVES_FUNC\" = slow ] && sleep 0.8\n\
+             printf '<ElvesWFlag>true</ElvesWFlag><ElvesWResult>%s</ElvesWResult>' \"$ELVES_FUNC\"\n",
+        );
         let j = Journal::open(&dir.path().join("runs")).unwrap();
         for (i, func) in ["linger", "slow"].into_iter().enumerate() {
             let mut r = record(&format!("00000000000000F{i}"));
             r.func = func.into();
             j.begin(&mut r).unwrap();
             assert_eq!(r.slot, Some(0), "{func}");
-            let files = j.files(&r).unwrap();
-            let job = exec::Job {
-                id: r.id.clone(),
-                kind: r.kind.clone(),
-                mode: r.mode.clone(),
-                app: r.app.clone(),
-                func: r.func.clone(),
-                param: r.param.clone(),
-                timeout_secs: 5,
-                proxy: String::new(),
-            };
-            let cancel = CancellationToken::new();
-            let admitted = exec.admit(&job, true, &cancel).await.ok().unwrap();
-            let o = exec
-                .run_to_files(&job, admitted, &files, cancel, |pid| {
-                    j.started(&mut r, pid).unwrap()
-                })
-                .await;
+            let (o, out, err) = run_in_slot(&exec, &j, &mut r).await;
             assert_eq!((o.flag, o.message.as_str()), (1, func), "{func}: {o:?}");
             let answer =
                 format!("<ElvesWFlag>true</ElvesWFlag><ElvesWResult>{func}</ElvesWResult>");
-            let written = std::fs::read(&files.out).unwrap();
-            let from = usize::try_from(r.out_from).unwrap();
             assert_eq!(
-                String::from_utf8_lossy(&written[from..]),
+                String::from_utf8_lossy(&out),
                 answer,
                 "{func}: the run's output holds its own answer alone"
             );
-            let err = std::fs::read(&files.err).unwrap();
-            let from = usize::try_from(r.err_from).unwrap();
-            assert!(!err[from..].starts_with(b"LATE"), "{func}: {err:?}");
+            assert!(!err.starts_with(b"LATE"), "{func}: {err:?}");
             j.finish(&r);
         }
     }
