@@ -21,7 +21,7 @@
 //! 3. The worker ends; the agent writes the result to the [spool](crate::spool) and only
 //!    then [`Journal::finish`]es the run (record and output files emptied, slot freed).
 //!
-//! # Recovery ([`recover`]), for each record left by an agent that died
+//! # Recovery ([`classify`]), for each record left by an agent that died
 //!
 //! * its result is in the spool → the run is over (the record is removed);
 //! * it has a pid and that process (same start time, not a zombie) still runs → it is
