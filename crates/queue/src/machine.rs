@@ -40,7 +40,7 @@ use std::fmt;
 
 use elves_types::{ErrorCode, Id};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 macro_rules! status_enum {
     ($(#[$doc:meta])* $name:ident) => {
@@ -415,20 +415,15 @@ impl Queue {
 
 /// The `result` of `queue/result`: `{TASK_ID: {status, depend_task_id, flag, error, id,
 /// worker_flag, worker_message, worker_costtime}}`. Fields not yet known are `""`;
-/// `worker_flag` and `worker_costtime` are numbers once known.
-pub fn result_json(queue: &Queue) -> Value {
-    serde_json::to_value(ResultView(queue)).unwrap_or_else(|_| Value::Object(Map::new()))
-}
-
-/// [`result_json`] as JSON text, written straight from the queue: the same bytes as
-/// serializing [`result_json`] (tasks by id, each task's fields by name), without building
-/// a tree of values first — a client polling a queue of thousands of tasks costs the center
-/// one pass over them.
+/// `worker_flag` and `worker_costtime` are numbers once known. Written as JSON text straight
+/// from the queue, tasks by id and each task's fields by name (the order a JSON object map
+/// gives), without building a tree of values first — a client polling a queue of thousands of
+/// tasks costs the center one pass over them.
 pub fn result_text(queue: &Queue) -> Result<Box<serde_json::value::RawValue>, serde_json::Error> {
     serde_json::value::to_raw_value(&ResultView(queue))
 }
 
-/// The serialized form of [`result_json`].
+/// The serialized form of [`result_text`].
 struct ResultView<'a>(&'a Queue);
 
 impl Serialize for ResultView<'_> {

@@ -56,15 +56,6 @@ impl Envelope {
     }
 }
 
-impl From<Result<Option<Value>, ApiError>> for Envelope {
-    fn from(r: Result<Option<Value>, ApiError>) -> Envelope {
-        match r {
-            Ok(v) => Envelope::ok(v),
-            Err(e) => Envelope::err(&e),
-        }
-    }
-}
-
 impl From<Result<Option<Box<RawValue>>, ApiError>> for Envelope {
     fn from(r: Result<Option<Box<RawValue>>, ApiError>) -> Envelope {
         match r {
