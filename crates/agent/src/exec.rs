@@ -816,8 +816,8 @@ pub struct RunFiles {
 }
 
 /// A journal slot's stdout and stderr files, kept open for appending by the agent; each run's
-/// output starts where the previous one's ended ([`HeldFiles::place`]). A worker gets duplicates of these descriptors, so its output
-/// lands at the end of a file the agent never opens, truncates-and-closes or creates again
+/// output starts where the previous one's ended ([`HeldFiles::place`]). A worker gets
+/// duplicates of these descriptors, so its output lands at the end of a file the agent never opens, truncates-and-closes or creates again
 /// (ext4 flushes a file truncated to 0 when its last descriptor closes; here that happens
 /// only when the agent stops).
 #[derive(Debug)]

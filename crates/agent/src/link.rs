@@ -530,8 +530,8 @@ impl Agent {
         }
         let outcome = self.exec.run(&job, installed, token).await;
         tracing::info!(
-            run_id = %run.run_id, app = %job.app, func = %job.func, flag = outcome.flag,
-            costtime_ms = outcome.costtime_ms, "job finished"
+            run_id = %run.run_id, task = %ins.id, app = %job.app, func = %job.func,
+            flag = outcome.flag, costtime_ms = outcome.costtime_ms, "job finished"
         );
         self.hooks.finished(&job, &ins.ip, &outcome);
         let done = Spooled {
@@ -596,12 +596,11 @@ impl Agent {
             err_from: 0,
         };
         // The run waits for its worker slot unrecorded: an agent killed meanwhile never
-        // started it, so the center's redelivery runs it (and the journal holds at most one
-        // record per worker slot, whose files are reused).
-        // The worker slot is held until the run leaves the journal (after `settle`), not
-        // only while the worker runs: runs that ended but wait for the spool would otherwise
-        // let new workers start and take ever more journal slots (each new slot costs three
-        // file creations) while the agent is behind.
+        // started it, so the center's redelivery runs it. It then holds the slot until it
+        // leaves the journal (after `settle`), not only while the worker runs, so the journal
+        // holds at most one record per worker slot: runs that ended but wait for the spool
+        // would otherwise let new workers start and take ever more journal slots (each new
+        // slot three file creations) while the agent is behind.
         let mut permit = None;
         let outcome = match self.exec.admit(&job, installed, &token).await {
             Err(o) => o,

@@ -19,7 +19,8 @@
 //! 2. The worker starts; [`Journal::started`] rewrites the record with its pid and start time
 //!    (one write over the old one).
 //! 3. The worker ends; the agent writes the result to the [spool](crate::spool) and only
-//!    then [`Journal::finish`]es the run (record and output files emptied, slot freed).
+//!    then [`Journal::finish`]es the run (record blanked, slot freed; the output files stay
+//!    for the slot's next run, which writes after them).
 //!
 //! # Recovery ([`classify`]), for each record left by an agent that died
 //!
@@ -365,23 +366,22 @@ impl Journal {
             }
         };
         r.slot = Some(n);
-        // An agent that died while freeing the slot may have left output behind.
-        // Output goes after what the slot's files hold (emptied first once they are long).
+        // The run's output goes after what the slot's held files hold (emptied first once
+        // they are long); files by path are created anew for the worker.
         let placed = match self.held(n) {
-            Some(h) => {
-                h.io.place()
-                    .map(|(out, err)| (r.out_from, r.err_from) = (out, err))
-            }
-            None => {
-                (r.out_from, r.err_from) = (0, 0);
-                Ok(())
-            }
+            Some(h) => h.io.place(),
+            None => Ok((0, 0)),
         };
-        placed.and_then(|()| self.write(r)).inspect_err(|_| {
-            // Not recorded: the slot is someone else's to take.
-            r.slot = None;
-            self.release(n);
-        })
+        placed
+            .and_then(|(out, err)| {
+                (r.out_from, r.err_from) = (out, err);
+                self.write(r)
+            })
+            .inspect_err(|_| {
+                // Not recorded: the slot is someone else's to take.
+                r.slot = None;
+                self.release(n);
+            })
     }
 
     /// Creates the files of the first `count` slots (at most [`HELD_SLOTS`]) now, as free
