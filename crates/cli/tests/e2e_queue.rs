@@ -527,7 +527,11 @@ fn agent_killed_mid_task_adopts_its_worker(c: &mut Cluster) {
     let home = c.dir.path().join("agent-a");
     let config = home.join("agent.toml");
     let mut text = fs::read_to_string(&config).unwrap();
-    text.push_str("\n[limits]\nmax_workers = 1\n");
+    // Its dashboard too, whose /metrics shows the run waiting for the worker slot.
+    let dash = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    text.push_str(&format!(
+        "\n[limits]\nmax_workers = 1\n[http]\nlisten = \"{dash}\"\n"
+    ));
     fs::write(&config, text).unwrap();
     c.procs
         .0
@@ -545,11 +549,18 @@ fn agent_killed_mid_task_adopts_its_worker(c: &mut Cluster) {
     let qw = create(c);
     let w = add(c, &qw, IP_A, "ok_w7", "");
     commit(c, &qw);
-    poll("the second task to be sent", READY_LIMIT, || {
-        (result(c, &qw)[&w]["status"] == "running").then_some(())
-    });
-    // Time for it to reach the agent and wait there.
-    std::thread::sleep(Duration::from_millis(300));
+    poll(
+        "the second task to wait for the worker slot",
+        READY_LIMIT,
+        || {
+            let (status, metrics) = get_text(dash, "/metrics");
+            (status == 200
+                && metrics
+                    .lines()
+                    .any(|l| l == "elves_agent_workers_waiting 1"))
+            .then_some(())
+        },
+    );
     assert!(
         !runs(c).iter().any(|l| l == "start ok_w7"),
         "the second task waits for the only worker slot: {:?}",
